@@ -1,0 +1,189 @@
+"""Convolution as a matrix, and the transposed convolution as its transpose.
+
+A (cross-correlation) convolution is linear, so ``conv(x).ravel() == M @ x.ravel()`` for a
+sparse, banded matrix ``M`` (:func:`conv_matrix`). The *transposed convolution* used for
+learned upsampling is multiplication by ``M.T``: every input pixel scatters a
+kernel-weighted copy into the (larger) output. :func:`conv_transpose` computes it with one
+``lax.conv_general_dilated`` call, with PyTorch's ``conv_transpose2d`` semantics.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seg_jax.ops.conv import DIMENSION_NUMBERS
+
+IntOrPair = Union[int, Sequence[int]]
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+  if isinstance(value, (int, np.integer)):
+    return (int(value), int(value))
+  value = tuple(value)
+  if len(value) != 2 or not all(isinstance(v, (int, np.integer)) for v in value):
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+  return (int(value[0]), int(value[1]))
+
+
+def _padding_pairs(padding, ndim: int) -> tuple[tuple[int, int], ...]:
+  """int, per-axis ints, or per-axis (low, high) pairs -> per-axis (low, high)."""
+  if isinstance(padding, str):
+    raise ValueError(f"conv_matrix needs explicit integer padding, got {padding!r}")
+  if isinstance(padding, (int, np.integer)):
+    return ((int(padding), int(padding)),) * ndim
+  padding = tuple(padding)
+  if len(padding) == ndim and all(isinstance(p, (int, np.integer)) for p in padding):
+    return tuple((int(p), int(p)) for p in padding)
+  if len(padding) == ndim and all(len(p) == 2 for p in padding):
+    return tuple((int(a), int(b)) for a, b in padding)
+  raise ValueError(f"padding must be an int, {ndim} ints or {ndim} (low, high) pairs; "
+                   f"got {padding!r}")
+
+
+def _tap_matrix(size: int, k: int, stride: int, pad: tuple[int, int],
+                dilation: int) -> np.ndarray:
+  """``T[i, h] = a`` if kernel tap ``a`` of output ``i`` reads input ``h``, else -1.
+
+  Output ``i`` reads input ``i*stride + a*dilation - pad_low`` (outside = zero padding).
+  With dilation >= 1 at most one tap links a given (i, h), so ``T`` is well defined.
+  """
+  out = (size + pad[0] + pad[1] - dilation * (k - 1) - 1) // stride + 1
+  if out <= 0:
+    raise ValueError(f"conv_matrix: input size {size} is too small for kernel {k}, "
+                     f"dilation {dilation}, padding {pad}")
+  taps = np.full((out, size), -1, dtype=np.int64)
+  rows = np.arange(out)
+  for a in range(k):  # loop over kernel taps only; all output positions at once
+    cols = rows * stride + a * dilation - pad[0]
+    inside = (cols >= 0) & (cols < size)
+    taps[rows[inside], cols[inside]] = a
+  return taps
+
+
+def conv_matrix(kernel, input_shape: Sequence[int], *, stride: IntOrPair = 1,
+                padding=0, dilation: IntOrPair = 1):
+  """Dense matrix ``M`` with ``conv(x).ravel() == M @ x.ravel()``.
+
+  ``conv`` is cross-correlation with zero padding (like ``lax``/PyTorch and
+  :func:`seg_jax.ops.conv2d`).
+
+  * 1-D: ``kernel`` ``(k,)``, ``input_shape`` ``(L,)`` -> ``M`` of shape ``(L_out, L)``.
+    E.g. kernel ``(x, y, z)``, stride 1, padding 1, ``L = 4`` gives
+    ``[[y, z, 0, 0], [x, y, z, 0], [0, x, y, z], [0, 0, x, y]]``.
+  * 2-D: ``kernel`` ``(kh, kw, cin, cout)`` (HWIO), ``input_shape`` ``(H, W, cin)`` ->
+    ``M`` of shape ``(Ho*Wo*cout, H*W*cin)``; rows ravel ``(Ho, Wo, cout)``, columns
+    ravel ``(H, W, cin)`` (one image, NHWC without the batch axis).
+
+  ``stride``/``dilation`` are an int or one per spatial axis; ``padding`` an int, one
+  int per axis, or one (low, high) pair per axis.
+
+  Returns a ``jax.Array`` if ``kernel`` is one (differentiable and jittable: the sparsity
+  pattern is built on the host from static shapes), otherwise a ``numpy`` array of the
+  kernel's dtype -- an ``object`` array of strings works, for printing symbolic matrices.
+  The matrix is dense, so keep the shapes small: it is a teaching and testing tool.
+  """
+  is_jax = isinstance(kernel, jax.Array)
+  xp = jnp if is_jax else np
+  if not is_jax:
+    kernel = np.asarray(kernel)
+  input_shape = tuple(int(s) for s in input_shape)
+  if kernel.ndim == 1:
+    if len(input_shape) != 1:
+      raise ValueError(f"1-D conv_matrix needs input_shape (L,), got {input_shape}")
+    stride, dilation = _pair(stride, "stride")[:1], _pair(dilation, "dilation")[:1]
+    kernel = kernel.reshape(1, kernel.shape[0], 1, 1)
+    input_shape = (1, input_shape[0], 1)
+    pads = ((0, 0),) + _padding_pairs(padding, 1)
+    stride, dilation = (1,) + stride, (1,) + dilation
+  elif kernel.ndim == 4:
+    if len(input_shape) != 3 or input_shape[2] != kernel.shape[2]:
+      raise ValueError(f"2-D conv_matrix needs input_shape (H, W, {kernel.shape[2]}), "
+                       f"got {input_shape}")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads = _padding_pairs(padding, 2)
+  else:
+    raise ValueError(f"conv_matrix kernel must be (k,) or (kh, kw, cin, cout); got {kernel.shape}")
+  if min(stride) < 1 or min(dilation) < 1:
+    raise ValueError(f"stride and dilation must be >= 1, got {stride} and {dilation}")
+
+  kh, kw, cin, cout = kernel.shape
+  h, w, _ = input_shape
+  th = _tap_matrix(h, kh, stride[0], pads[0], dilation[0])  # (Ho, H)
+  tw = _tap_matrix(w, kw, stride[1], pads[1], dilation[1])  # (Wo, W)
+  ho, wo = th.shape[0], tw.shape[0]
+  # Index grid over (Ho, Wo, cout, H, W, cin): entry = kernel[a, b, c, o] or 0.
+  a = th[:, None, None, :, None, None]
+  b = tw[None, :, None, None, :, None]
+  o = np.arange(cout)[None, None, :, None, None, None]
+  c = np.arange(cin)[None, None, None, None, None, :]
+  valid = (a >= 0) & (b >= 0)
+  entries = kernel[np.maximum(a, 0), np.maximum(b, 0), c, o]
+  zero = np.zeros((), kernel.dtype) if kernel.dtype != object else 0
+  matrix = xp.where(valid, entries, zero)
+  return matrix.reshape(ho * wo * cout, h * w * cin)
+
+
+def conv_transpose_output_size(size: int, kernel_size: int, stride: int, padding: int,
+                               output_padding: int = 0, dilation: int = 1) -> int:
+  """PyTorch's transposed-conv output length:
+  ``(size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1``.
+  """
+  return ((size - 1) * stride - 2 * padding + dilation * (kernel_size - 1)
+          + output_padding + 1)
+
+
+def conv_transpose(x: jax.Array, kernel: jax.Array, *, stride: IntOrPair,
+                   padding: IntOrPair, output_padding: IntOrPair = 0,
+                   dilation: IntOrPair = 1) -> jax.Array:
+  """Transposed convolution, exactly PyTorch's ``conv_transpose2d`` (NHWC in and out).
+
+  Args:
+    x: ``(N, H, W, Cin)``.
+    kernel: ``(kh, kw, Cin, Cout)``; PyTorch's weight ``w_t`` ``(Cin, Cout, kh, kw)`` maps
+      to it by ``kernel[i, j, a, b] = w_t[a, b, i, j]`` (``w_t.permute(2, 3, 0, 1)``).
+    stride, padding, output_padding, dilation: int or one per spatial axis.
+
+  Definition: input pixel ``(h, w)`` adds ``x[h, w, c] * kernel[a, b, c, :]`` to output
+  ``(h*s + a*d - p, w*s + b*d - p)``; equivalently ``y = M.T @ x`` for the matrix ``M`` of
+  the strided convolution ``Cout -> Cin`` with kernel ``kernel.transpose(0, 1, 3, 2)``,
+  and the input-gradient (VJP) of that convolution. Output size per axis is
+  :func:`conv_transpose_output_size`. ``output_padding`` only adds rows/columns at the
+  bottom/right, resolving the size ambiguity of strided convolutions.
+
+  This is *not* ``flax.linen.ConvTranspose`` (which neither flips the kernel nor uses
+  PyTorch's padding); it is one ``lax.conv_general_dilated`` call on the stride-dilated
+  input with the spatially flipped kernel.
+  """
+  if x.ndim != 4 or kernel.ndim != 4:
+    raise ValueError(f"conv_transpose expects x (N,H,W,C) and kernel (kh,kw,cin,cout); "
+                     f"got {x.shape} and {kernel.shape}")
+  if x.shape[-1] != kernel.shape[2]:
+    raise ValueError(f"conv_transpose: input has {x.shape[-1]} channels but kernel expects "
+                     f"{kernel.shape[2]}")
+  stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+  output_padding, dilation = _pair(output_padding, "output_padding"), _pair(dilation, "dilation")
+  pads = []
+  for axis in range(2):
+    s, p, op, d, k = (stride[axis], padding[axis], output_padding[axis], dilation[axis],
+                      kernel.shape[axis])
+    if s < 1 or d < 1 or p < 0 or op < 0:
+      raise ValueError(f"conv_transpose needs stride, dilation >= 1 and padding, "
+                       f"output_padding >= 0; got {stride}, {dilation}, {padding}, "
+                       f"{output_padding}")
+    if op >= max(s, d):
+      raise ValueError(f"conv_transpose: output_padding {output_padding} must be smaller than "
+                       f"either stride {stride} or dilation {dilation}")
+    if conv_transpose_output_size(x.shape[1 + axis], k, s, p, op, d) <= 0:
+      raise ValueError(f"conv_transpose: padding {padding} leaves no output for input "
+                       f"{x.shape[1:3]} and kernel {kernel.shape[:2]}")
+    # Correlating the stride-dilated input with the flipped kernel: the full overlap needs
+    # d*(k-1) zeros on each side; PyTorch's padding crops p of them, output_padding adds.
+    pads.append((d * (k - 1) - p, d * (k - 1) - p + op))
+  flipped = kernel[::-1, ::-1].astype(x.dtype)
+  return jax.lax.conv_general_dilated(
+      x, flipped, window_strides=(1, 1), padding=pads, lhs_dilation=stride,
+      rhs_dilation=dilation, dimension_numbers=DIMENSION_NUMBERS)
