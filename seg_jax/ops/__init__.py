@@ -12,6 +12,8 @@ _EXPORTS = {
     # convolution
     "conv2d": "conv",
     "normalize_padding": "conv",
+    "conv_implementation": "conv",
+    "kernel_gradient_gemm": "conv",
     "conv_matrix": "conv_matrix",
     "conv_transpose": "conv_matrix",
     "conv_transpose_output_size": "conv_matrix",
