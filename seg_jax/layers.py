@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax.ops.conv import Padding, conv2d
+from seg_jax.ops.conv_matrix import conv_transpose
+from seg_jax.ops.upsample import bilinear_kernel
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -74,3 +76,51 @@ class ConvBNReLU(nn.Module):
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                        axis_name=self.bn_axis_name if train else None, dtype=self.dtype)(x)
     return nn.relu(x)
+
+
+class ConvTranspose(nn.Module):
+  """Transposed convolution with PyTorch semantics (:func:`seg_jax.ops.conv_transpose`).
+
+  The ``kernel`` parameter is ``(kh, kw, Cin, Cout)``. ``bilinear_init=True`` initialises
+  it to :func:`seg_jax.ops.bilinear_kernel` (needs a square kernel and ``Cin == features``):
+  with ``kernel_size=2f, strides=f, padding=f//2`` (even ``f``) it upsamples by ``f``
+  bilinearly. ``trainable=False`` wraps the kernel in ``stop_gradient`` so its gradient
+  is zero, like FCN's fixed final upsampling (the bias, if any, still trains); exclude it
+  from decoupled weight decay too (e.g. ``optax.masked``), which ignores gradients.
+  """
+  features: int
+  kernel_size: Union[int, Sequence[int]]
+  strides: Union[int, Sequence[int]]
+  padding: Union[int, Sequence[int]] = 0
+  output_padding: Union[int, Sequence[int]] = 0
+  dilation: Union[int, Sequence[int]] = 1
+  use_bias: bool = True
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros_init()
+  bilinear_init: bool = False
+  trainable: bool = True
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kh, kw = _pair(self.kernel_size)
+    shape = (kh, kw, x.shape[-1], self.features)
+    if self.bilinear_init:
+      if kh != kw or x.shape[-1] != self.features:
+        raise ValueError(f"ConvTranspose bilinear_init needs a square kernel and Cin == features; "
+                         f"got kernel {(kh, kw)}, Cin {x.shape[-1]}, features {self.features}")
+      init = lambda key, shape, dtype: bilinear_kernel(shape[0], shape[2], dtype)
+    else:
+      init = self.kernel_init
+    kernel = self.param("kernel", init, shape, self.param_dtype)
+    if not self.trainable:
+      kernel = jax.lax.stop_gradient(kernel)
+    dtype = self.dtype or x.dtype
+    y = conv_transpose(x.astype(dtype), kernel.astype(dtype), stride=self.strides,
+                       padding=self.padding, output_padding=self.output_padding,
+                       dilation=self.dilation)
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+      y = y + bias.astype(dtype)
+    return y

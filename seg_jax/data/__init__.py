@@ -17,11 +17,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _EXPORTS = {
     "get_dataset": "pipeline",
+    "build_tf_dataset": "pipeline",
     "dataset_info": "pipeline",
     "denormalize": "pipeline",
     "default_data_config": "pipeline",
     "get_builder": "builders",
     "resolve_data_dir": "builders",
+    "dataset_spec": "builders",
     "Shapes": "shapes",
     "ShapesConfig": "shapes",
     "SHAPE_NAMES": "shapes",

@@ -36,6 +36,8 @@ def _padding_pairs(padding, ndim: int) -> tuple[tuple[int, int], ...]:
   if isinstance(padding, (int, np.integer)):
     return ((int(padding), int(padding)),) * ndim
   padding = tuple(padding)
+  if ndim == 1 and len(padding) == 2 and all(isinstance(p, (int, np.integer)) for p in padding):
+    return ((int(padding[0]), int(padding[1])),)  # 1-D: (low, high)
   if len(padding) == ndim and all(isinstance(p, (int, np.integer)) for p in padding):
     return tuple((int(p), int(p)) for p in padding)
   if len(padding) == ndim and all(len(p) == 2 for p in padding):
@@ -79,7 +81,7 @@ def conv_matrix(kernel, input_shape: Sequence[int], *, stride: IntOrPair = 1,
     ravel ``(H, W, cin)`` (one image, NHWC without the batch axis).
 
   ``stride``/``dilation`` are an int or one per spatial axis; ``padding`` an int, one
-  int per axis, or one (low, high) pair per axis.
+  int per axis, or one (low, high) pair per axis (in 1-D a pair is (low, high)).
 
   Returns a ``jax.Array`` if ``kernel`` is one (differentiable and jittable: the sparsity
   pattern is built on the host from static shapes), otherwise a ``numpy`` array of the

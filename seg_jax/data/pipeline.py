@@ -1,0 +1,233 @@
+"""The input pipeline: TFDS split -> per-process shard -> augmented, batched numpy dicts.
+
+Batches (numpy): ``image`` float32 (B,H,W,3) normalised with ``data.mean``/``data.std`` (in
+0..1 space), ``label`` int32 (B,H,W) with ``ignore_label`` (255) on padding and void pixels.
+Task ``instances`` adds ``boxes`` float32 (B,M,4) xyxy pixels of the final image (max
+exclusive), ``classes`` int32 (B,M) 0-based object classes (no background), ``instance_masks``
+uint8 (B,M,H,W) and ``box_valid`` bool (B,M), padded to ``M = max_instances``.
+
+Train: infinite, shuffled, augmented, ``drop_remainder``; deterministic for a given seed.
+Eval: one pass, no randomness, the last batch padded to full size (label = ignore) and a
+``valid`` bool (B,) marking real examples, so compiled shapes never change. Every process
+yields the same number of eval batches (padding batches are appended where shards differ).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from seg_jax.data import augment, builders, pets
+from seg_jax.data._tf import tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_KNOWN_SIZES = {  # used by dataset_info before a download happened
+    ("voc_segmentation", "default"): {"train": 1464, "validation": 1449},
+    ("voc_segmentation", "train_aug"): {"train": 10582, "validation": 1449},
+    ("oxford_iiit_pet", None): {"train": 3680, "test": 3669},
+}
+
+
+def default_data_config(name: str = "shapes", **overrides: Any) -> ml_collections.ConfigDict:
+  """Every field the pipeline reads, with defaults suited to ``name``."""
+  spec = builders.dataset_spec(name)
+  cfg = ml_collections.ConfigDict({
+      "name": name,
+      "builder_config": ml_collections.FieldReference(None, field_type=str),
+      "data_dir": ml_collections.FieldReference(None, field_type=str),
+      "manual_dir": ml_collections.FieldReference(None, field_type=str),
+      "download": True,
+      "image_size": {"voc_segmentation": 512, "oxford_iiit_pet": 128}.get(name, 64),
+      "resize": "longer_side" if name == "oxford_iiit_pet" else "none",
+      "num_classes": len(spec.class_names),
+      "ignore_label": 255,
+      "task": "semantic",
+      "max_instances": 8,
+      "train_split": spec.train_split,
+      "eval_split": spec.eval_split,
+      "augmentation": {"scale_range": (0.5, 2.0), "flip": True, "crop": True},
+      "mean": IMAGENET_MEAN,
+      "std": IMAGENET_STD,
+      "shuffle_buffer": 1024,
+      "prefetch": 2,
+      "cache": name == "shapes",
+  })
+  cfg.update(overrides)
+  return cfg
+
+
+def _validate(cfg) -> builders.DatasetSpec:
+  spec = builders.dataset_spec(cfg.name)
+  num_classes = cfg.get("num_classes")
+  if num_classes is not None and num_classes != len(spec.class_names):
+    raise ValueError(f"data.num_classes={num_classes} but {cfg.name} has "
+                     f"{len(spec.class_names)} classes")
+  task = cfg.get("task", "semantic")
+  if task not in ("semantic", "instances"):
+    raise ValueError(f"data.task must be 'semantic' or 'instances', got {task!r}")
+  if task == "instances" and not spec.has_instances:
+    raise ValueError(f"data.task='instances' needs a dataset with instances; {cfg.name} has none")
+  return spec
+
+
+def _to_common(example: dict, name: str, instances: bool, mean, std) -> dict:
+  """Dataset-specific features -> ``{'image' normalised, 'label', ('masks','classes')}``."""
+  if name == "oxford_iiit_pet":
+    example = pets.pets_to_semantic(example)
+  image = (tf.cast(example["image"], tf.float32) / 255.0 - mean) / std
+  out = {"image": image, "label": tf.cast(example["segmentation"][..., 0], tf.int32)}
+  if instances:
+    out["masks"] = tf.cast(example["objects"]["mask"][..., 0], tf.int32)
+    out["classes"] = tf.cast(example["objects"]["label"], tf.int32)
+  return out
+
+
+def _finish(example: dict, image_size: int, instances: bool, max_instances: int) -> dict:
+  example["image"] = tf.ensure_shape(example["image"], [image_size, image_size, 3])
+  example["label"] = tf.ensure_shape(example["label"], [image_size, image_size])
+  if instances:
+    example["masks"] = tf.ensure_shape(example["masks"], [None, image_size, image_size])
+    example = augment.pack_instances(example, max_instances)
+  return example
+
+
+def _pad_batch(batch: dict, batch_size: int, ignore_label: int) -> dict:
+  """Pads a possibly partial batch to ``batch_size``; adds the ``valid`` mask."""
+  count = tf.shape(batch["image"])[0]
+  out = {}
+  for key, value in batch.items():
+    paddings = [[0, batch_size - count]] + [[0, 0]] * (len(value.shape) - 1)
+    fill = ignore_label if key == "label" else 0
+    padded = tf.pad(value, paddings, constant_values=tf.cast(fill, value.dtype))
+    out[key] = tf.ensure_shape(padded, [batch_size] + value.shape[1:].as_list())
+  out["valid"] = tf.range(batch_size) < count
+  return out
+
+
+def _empty_batch(spec: dict, ignore_label: int) -> dict:
+  return {k: tf.fill(s.shape, tf.cast(ignore_label if k == "label" else 0, s.dtype))
+          for k, s in spec.items()}
+
+
+def _num_examples(builder, split) -> int | None:
+  try:
+    return int(builder.info.splits[split].num_examples) or None
+  except (KeyError, ValueError, TypeError):
+    return None  # unknown (e.g. under tfds.testing.mock_data)
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # local: the data package itself does not need JAX
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} not in [0, {process_count})")
+  return process_index, process_count
+
+
+def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size: int,
+                     seed: int = 0, process_index: int | None = None,
+                     process_count: int | None = None) -> tf.data.Dataset:
+  """The ``tf.data.Dataset`` behind :func:`get_dataset` (batched, not yet numpy)."""
+  cfg = data_config
+  _validate(cfg)
+  process_index, process_count = _process(process_index, process_count)
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
+                     f"process_count={process_count}")
+  batch_size = global_batch_size // process_count
+  instances = cfg.get("task", "semantic") == "instances"
+  image_size, ignore = int(cfg.image_size), int(cfg.get("ignore_label", 255))
+  mean = tf.constant(cfg.get("mean", IMAGENET_MEAN), tf.float32)
+  std = tf.constant(cfg.get("std", IMAGENET_STD), tf.float32)
+  resize = cfg.get("resize", "none")
+  max_instances = int(cfg.get("max_instances", 8))
+
+  builder = builders.get_builder(cfg)
+  shards = tfds.even_splits(split, n=process_count) if process_count > 1 else [split]
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.max_intra_op_parallelism = 1
+  read_config = tfds.ReadConfig(shuffle_seed=seed, options=options, try_autocache=False)
+  ds = builder.as_dataset(split=shards[process_index], shuffle_files=train,
+                          read_config=read_config)
+  ds = ds.map(lambda ex: _to_common(ex, cfg.name, instances, mean, std),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  if cfg.get("cache", False):
+    ds = ds.cache()
+
+  if train:
+    aug = cfg.get("augmentation", {})
+    kwargs = dict(image_size=image_size, scale_range=tuple(aug.get("scale_range", (0.5, 2.0))),
+                  flip=bool(aug.get("flip", True)), crop=bool(aug.get("crop", True)),
+                  resize=resize, ignore_label=ignore)
+    base_seed = tf.constant([seed, process_index], tf.int64)
+
+    def transform(index, example):
+      example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+      example = augment.train_transform(example, example_seed, **kwargs)
+      return _finish(example, image_size, instances, max_instances)
+
+    ds = ds.shuffle(int(cfg.get("shuffle_buffer", 1024)), seed=seed,
+                    reshuffle_each_iteration=True)
+    ds = ds.repeat().enumerate().map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+  else:
+    def transform(example):
+      example = augment.eval_transform(example, image_size=image_size, resize=resize,
+                                       ignore_label=ignore)
+      return _finish(example, image_size, instances, max_instances)
+
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    ds = ds.map(lambda b: _pad_batch(b, batch_size, ignore))
+    counts = [_num_examples(builder, s) for s in shards]
+    if all(c is not None for c in counts):  # equal batch counts on every process
+      num_batches = -(-max(counts) // batch_size)
+      filler = tf.data.Dataset.from_tensors(_empty_batch(ds.element_spec, ignore)).repeat()
+      ds = ds.concatenate(filler).take(num_batches)
+  return ds.prefetch(int(cfg.get("prefetch", 2))).with_options(options)
+
+
+def get_dataset(data_config, *, split: str, train: bool, global_batch_size: int,
+                seed: int = 0, process_index: int | None = None,
+                process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Iterator of numpy batch dicts for this process (see module docstring)."""
+  ds = build_tf_dataset(data_config, split=split, train=train,
+                        global_batch_size=global_batch_size, seed=seed,
+                        process_index=process_index, process_count=process_count)
+  return iter(ds.as_numpy_iterator())
+
+
+def dataset_info(data_config) -> dict[str, Any]:
+  """Class names and split sizes (``shapes`` is prepared if needed; others are not)."""
+  spec = _validate(data_config)
+  name = data_config.name
+  if name == "shapes":
+    builder = builders.get_builder(data_config)
+  else:
+    builder = builders.make_builder(data_config)
+  num_examples = {s: int(info.num_examples) for s, info in builder.info.splits.items()}
+  if not num_examples:
+    key = (name, data_config.get("builder_config") or ("default" if name != "oxford_iiit_pet"
+                                                          else None))
+    num_examples = dict(_KNOWN_SIZES.get(key, {}))
+  return {
+      "num_classes": len(spec.class_names),
+      "class_names": list(spec.class_names),
+      "instance_class_names": list(spec.instance_class_names),
+      "ignore_label": int(data_config.get("ignore_label", 255)),
+      "num_examples": num_examples,
+  }
+
+
+def denormalize(image: np.ndarray, data_config) -> np.ndarray:
+  """Normalised float image(s) ``(...,H,W,3)`` -> uint8 for overlay PNGs."""
+  mean = np.asarray(data_config.get("mean", IMAGENET_MEAN), np.float32)
+  std = np.asarray(data_config.get("std", IMAGENET_STD), np.float32)
+  pixels = (np.asarray(image, np.float32) * std + mean) * 255.0
+  return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
