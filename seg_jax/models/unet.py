@@ -16,7 +16,11 @@ Two geometries:
   image, e.g. with ``predict_tiled``, rather than letting the network guess).
 
 ``use_batch_norm=False`` with ``upsampling='transposed'`` is the paper's architecture;
-batch norm (default) makes training from scratch much easier.
+batch norm (default) makes training from scratch much easier. ``upsampling='bilinear'``
+(resize x2, then a 1x1 conv halving the channels) clamps at the map border, so in the
+valid variant the outermost pixels of each upsampled map are extrapolated: only
+'transposed' keeps the valid U-Net exactly translation-equivariant (which exact
+overlap-tile inference relies on).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Small timing/memory benchmarks: ``python -m seg_jax.benchmarks.<name>``."""
