@@ -1,0 +1,79 @@
+"""DeconvNet (Noh, Hong & Han 2015): VGG-16 encoder + mirrored deconvolution network.
+
+Encoder: VGG-16 convolutions with BatchNorm, 2x2 max-pools that keep their argmax, then
+fc6 (7x7 conv, 4096) and fc7 (1x1, 4096), each + BN + ReLU. Decoder: ``deconv_fc6`` (7x7
+transposed convolution back to pool5's size, 512 channels), then for each stage, deepest
+first, max-unpooling with the indices of the mirrored encoder pool followed by 3x3 stride-1
+transposed convolutions + BN + ReLU; a 1x1 convolution scores the classes.
+
+``fc_padding``: 'VALID' is the paper (fc6 turns a 7x7 pool5 — a 224x224 input — into 1x1,
+and ``deconv_fc6`` grows it back; needs inputs >= 224). 'SAME' (default) pads fc6 and
+crops ``deconv_fc6`` by 3 so every input size >= 32 works, which is what small images and
+tests need. Either way the output has the input's size (odd sizes included: unpooling
+restores the exact pre-pool size).
+
+With the 'intermediates' collection mutable, each stage sows ``pool{s}_input``,
+``pool{s}_indices``, ``unpool{s}_input`` and ``unpool{s}_output``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+
+from seg_jax.layers import Conv
+from seg_jax.models.vgg import (FC_FEATURES, STAGE_CHANNELS, STAGE_LAYERS, conv_bn_relu,
+                                scaled, vgg_features)
+
+Dtype = Any
+
+
+class DeconvNet(nn.Module):
+  """``(N, H, W, 3)`` -> logits ``(N, H, W, num_classes)``."""
+  num_classes: int = 21
+  width: float = 1.0
+  fc_padding: str = "SAME"
+  dtype: Optional[Dtype] = None
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    from seg_jax.ops.unpool import max_unpool  # pylint: disable=g-import-not-at-top
+    if self.fc_padding not in ("SAME", "VALID"):
+      raise ValueError(f"fc_padding must be 'SAME' or 'VALID', got {self.fc_padding!r}")
+    if x.ndim != 4:
+      raise ValueError(f"DeconvNet expects images (N, H, W, C), got shape {x.shape}")
+    if min(x.shape[1:3]) < 32:
+      raise ValueError(f"DeconvNet needs H, W >= 32 (five 2x2 pools), got "
+                       f"{x.shape[1]}x{x.shape[2]}")
+    layers = STAGE_LAYERS[16]
+    bn = dict(batch_norm=True, train=train, bn_axis_name=self.bn_axis_name, dtype=self.dtype)
+    taps = vgg_features(x, depth=16, width=self.width, with_argmax=True, **bn)
+    y = taps["pool5"]
+    if self.fc_padding == "VALID" and min(y.shape[1:3]) < 7:
+      raise ValueError(f"fc_padding='VALID' needs pool5 >= 7x7 (inputs >= 224), got "
+                       f"{y.shape[1]}x{y.shape[2]}; use fc_padding='SAME'")
+    hidden = scaled(FC_FEATURES, self.width)
+    _, y = conv_bn_relu(y, hidden, "fc6", kernel_size=7, padding=self.fc_padding, **bn)
+    _, y = conv_bn_relu(y, hidden, "fc7", kernel_size=1, **bn)
+    # PyTorch-style transposed padding: 0 grows (p-6) back to p, 3 keeps the size.
+    _, y = conv_bn_relu(y, scaled(STAGE_CHANNELS[4], self.width), "deconv_fc6",
+                        kernel_size=7, padding=0 if self.fc_padding == "VALID" else 3,
+                        transpose=True, **bn)
+    for stage in range(5, 0, -1):
+      pre_pool = taps[f"relu{stage}_{layers[stage - 1]}"]
+      indices = taps[f"pool{stage}_indices"]
+      self.sow("intermediates", f"pool{stage}_input", pre_pool)
+      self.sow("intermediates", f"pool{stage}_indices", indices)
+      self.sow("intermediates", f"unpool{stage}_input", y)
+      y = max_unpool(y, indices, output_size=pre_pool.shape[1:3])
+      self.sow("intermediates", f"unpool{stage}_output", y)
+      channels = scaled(STAGE_CHANNELS[stage - 1], self.width)
+      out_channels = scaled(STAGE_CHANNELS[max(stage - 2, 0)], self.width)
+      for i in range(layers[stage - 1], 0, -1):
+        features = out_channels if i == 1 else channels
+        _, y = conv_bn_relu(y, features, f"deconv{stage}_{i}", padding=1, transpose=True,
+                            **bn)
+    return Conv(self.num_classes, 1, dtype=self.dtype, name="score")(y)

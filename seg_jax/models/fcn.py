@@ -1,0 +1,104 @@
+"""FCN-32s/16s/8s (Long, Shelhamer & Darrell 2015) on a VGG-16 trunk.
+
+Geometry follows the reference Caffe model exactly, which is what makes the output match
+the input for *any* size (odd, tiny, non-square):
+
+* ``conv1_1`` is padded by 100 and pools round up (Caffe ``ceil`` mode), so pool5 is at
+  least 7x7 for every input and fc6 (a 7x7 'VALID' convolution, the convolutionalized
+  classifier) always has an output;
+* the upsampled scores are larger than the input and are cropped at the reference offsets
+  (19 for 32s; score_pool4 at 5 and final 27 for 16s; score_pool3 at 9 and final 31 for
+  8s). These offsets align the centre of each coarse cell's receptive field with the
+  centre of the bilinear kernel, independent of the input size.
+
+The price is compute on the 100-pixel border (a 32x32 image runs conv1 on 230x230).
+Skip scores are zero-initialised (reference), upsampling kernels start bilinear, and the
+final upsampling is frozen by default (``freeze_final_upsampling``) as in the reference.
+Use :func:`seg_jax.weights.fcn_params_from_vgg` to start from ImageNet VGG-16.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+
+from seg_jax.layers import Conv
+from seg_jax.models.vgg import FC_FEATURES, scaled, vgg_features
+
+Dtype = Any
+
+FIRST_PADDING = 100
+# (layer, crop offset) of the reference Caffe FCNs.
+CROP_32S = 19
+CROP_POOL4 = 5
+CROP_POOL3 = 9
+CROP_16S = 27
+CROP_8S = 31
+
+
+def crop_like(x: jax.Array, offset: int, height: int, width: int) -> jax.Array:
+  """``x[:, offset:offset+height, offset:offset+width]`` with a bounds check."""
+  if x.shape[1] < offset + height or x.shape[2] < offset + width:
+    raise ValueError(f"cannot crop {height}x{width} at offset {offset} from "
+                     f"{x.shape[1]}x{x.shape[2]}")
+  return x[:, offset:offset + height, offset:offset + width]
+
+
+class FCN(nn.Module):
+  """Fully convolutional VGG-16: ``(N, H, W, 3)`` -> logits ``(N, H, W, num_classes)``.
+
+  ``variant``: '32s' (one 64x64/32 upsampling), '16s' (+ pool4 skip), '8s' (+ pool3 skip).
+  Dropout (fc6, fc7) needs a 'dropout' rng when ``train=True``.
+  """
+  num_classes: int = 21
+  variant: str = "8s"
+  width: float = 1.0
+  dropout_rate: float = 0.5
+  freeze_final_upsampling: bool = True
+  zero_init_scores: bool = True
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    from seg_jax.layers import ConvTranspose  # pylint: disable=g-import-not-at-top
+    if self.variant not in ("32s", "16s", "8s"):
+      raise ValueError(f"FCN variant must be '32s', '16s' or '8s', got {self.variant!r}")
+    if x.ndim != 4:
+      raise ValueError(f"FCN expects images (N, H, W, C), got shape {x.shape}")
+    height, width = x.shape[1:3]
+    nc, dtype = self.num_classes, self.dtype
+    score_init = (nn.initializers.zeros_init() if self.zero_init_scores
+                  else nn.initializers.lecun_normal())
+    skip_init = nn.initializers.zeros_init()
+
+    feats = vgg_features(x, depth=16, width=self.width, dtype=dtype,
+                         first_padding=FIRST_PADDING, ceil_mode=True)
+    hidden = scaled(FC_FEATURES, self.width)
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+    h = nn.relu(Conv(hidden, 7, padding="VALID", dtype=dtype, name="fc6")(feats["pool5"]))
+    h = nn.relu(Conv(hidden, 1, dtype=dtype, name="fc7")(dropout(h)))
+    score = Conv(nc, 1, dtype=dtype, kernel_init=score_init, name="score_fr")(dropout(h))
+
+    def upsample(y, factor, name, trainable=True):
+      return ConvTranspose(nc, 2 * factor, factor, use_bias=False, bilinear_init=True,
+                           trainable=trainable, dtype=dtype, name=name)(y)
+
+    final_trainable = not self.freeze_final_upsampling
+    if self.variant == "32s":
+      up = upsample(score, 32, "upscore", final_trainable)
+      return crop_like(up, CROP_32S, height, width)
+
+    up2 = upsample(score, 2, "upscore2")
+    pool4 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool4")(feats["pool4"])
+    fuse = up2 + crop_like(pool4, CROP_POOL4, up2.shape[1], up2.shape[2])
+    if self.variant == "16s":
+      up = upsample(fuse, 16, "upscore16", final_trainable)
+      return crop_like(up, CROP_16S, height, width)
+
+    up4 = upsample(fuse, 2, "upscore_pool4")
+    pool3 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool3")(feats["pool3"])
+    fuse = up4 + crop_like(pool3, CROP_POOL3, up4.shape[1], up4.shape[2])
+    up = upsample(fuse, 8, "upscore8", final_trainable)
+    return crop_like(up, CROP_8S, height, width)

@@ -1,0 +1,178 @@
+"""FCN-32s/16s/8s: output size for any input, reference init, skip alignment, training."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from seg_jax.models import get_model
+from seg_jax.models.fcn import FCN
+from seg_jax.ops.upsample import bilinear_kernel
+
+WIDTH = 1 / 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  """These tests are compile-bound; XLA's optimisation passes cost more than they save."""
+  previous = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def numpy_variables(model, x, seed=0, **kwargs):
+  """He-scaled random variables from numpy (tracing init only: RNG compiles are slow on CPU)."""
+  shapes = jax.eval_shape(functools.partial(model.init, **kwargs), jax.random.key(0), x)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    if path[-1].key == "kernel":
+      return rng.standard_normal(leaf.shape) * np.sqrt(2 / np.prod(leaf.shape[:-1]))
+    return 0.01 * rng.standard_normal(leaf.shape)
+
+  return jax.tree_util.tree_map_with_path(lambda p, l: np.float32(fill(p, l)), shapes)
+
+
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
+@pytest.mark.parametrize("size", [(1, 1), (32, 32), (37, 37), (64, 48), (31, 97)])
+def test_output_has_input_size(variant, size):
+  model = get_model(f"fcn{variant}", num_classes=3, width=WIDTH)
+  x = jnp.zeros((2, *size, 3))
+  out, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+  assert out.shape == (2, *size, 3)
+  assert variables["params"]["fc6"]["kernel"].shape == (7, 7, 32, 256)
+
+
+def test_reference_initialisation():
+  model = FCN(num_classes=3, variant="8s", width=WIDTH)
+  x = jax.random.normal(jax.random.key(1), (1, 33, 35, 3))
+  out, variables = jax.jit(model.init_with_output)(jax.random.key(0), x)
+  params = variables["params"]
+  for name, size in (("upscore2", 4), ("upscore_pool4", 4), ("upscore8", 16)):
+    np.testing.assert_allclose(params[name]["kernel"], bilinear_kernel(size, 3))
+    assert "bias" not in params[name]
+  for name in ("score_fr", "score_pool4", "score_pool3"):
+    assert not np.any(params[name]["kernel"])
+  assert out.shape == (1, 33, 35, 3) and not np.any(out)
+
+
+# (stride, index shift of the scored map relative to the pool, reference crop) per variant.
+GEOMETRY = {"32s": (32, 3, 19), "16s": (16, 5, 27), "8s": (8, 9, 31)}
+
+
+def _tent(i, factor):
+  """1-D bilinear upsampling kernel of size 2 * factor, zero outside."""
+  inside = (i >= 0) & (i < 2 * factor)
+  return np.where(inside, 1 - np.abs(i - (factor - 0.5)) / factor, 0.0)
+
+
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
+def test_skip_alignment_maps_a_delta_to_its_cell(variant):
+  """Identity trunk + only one score path: a delta must come back centred on its pool cell.
+
+  conv1_1 pads by 100, so with centre-tap identity kernels padded coordinate ``u = y + 99``
+  lands in cell ``u // f`` of the stride-``f`` pool. The final map must be the bilinear tent
+  centred on that cell's centre in image coordinates, ``f * cell - 99 + (f - 1) / 2``.
+  """
+  factor, shift, crop = GEOMETRY[variant]
+  size = 40
+  model = FCN(num_classes=2, variant=variant, width=WIDTH)
+  positions = [(0, 0), (5, 17), (39, 39), (20, 31), (12, 3)]
+  x = np.zeros((len(positions), size, size, 3), np.float32)
+  for b, (y, xx) in enumerate(positions):
+    x[b, y, xx, 0] = 1.0
+  variables = numpy_variables(model, x)
+  params = jax.tree_util.tree_map(np.zeros_like, variables["params"])
+  for name, p in params.items():
+    if name.startswith("conv"):
+      p["kernel"][1, 1, 0, 0] = 1.0
+  path = {"32s": ("fc6", "fc7", "score_fr"), "16s": ("score_pool4",),
+          "8s": ("score_pool3",)}[variant]
+  for name in path:
+    kernel = params[name]["kernel"]
+    kernel[kernel.shape[0] // 2, kernel.shape[1] // 2, 0, 0] = 1.0
+  final = {"32s": "upscore", "16s": "upscore16", "8s": "upscore8"}[variant]
+  params[final]["kernel"] = np.asarray(bilinear_kernel(2 * factor, 2))
+  out = np.asarray(jax.jit(model.apply)({"params": params}, x))
+
+  assert not np.any(out[..., 1])
+  rows, checked = np.arange(size), 0
+  for b, (y, xx) in enumerate(positions):
+    cell_y, cell_x = (y + 99) // factor, (xx + 99) // factor
+    ky, kx = cell_y - shift, cell_x - shift
+    expected = np.outer(_tent(rows + crop - factor * ky, factor),
+                        _tent(rows + crop - factor * kx, factor))
+    np.testing.assert_allclose(out[b, ..., 0], expected, atol=1e-6)
+    # The peak plateau is centred on the cell (which contains the delta), when in view.
+    center_y = factor * cell_y - 99 + (factor - 1) / 2
+    center_x = factor * cell_x - 99 + (factor - 1) / 2
+    assert abs(center_y - y) <= factor / 2 and abs(center_x - xx) <= factor / 2
+    if max(center_y, center_x) + 0.5 < size:
+      peak_rows, peak_cols = np.nonzero(np.isclose(out[b, ..., 0], out[b, ..., 0].max()))
+      assert (peak_rows.mean(), peak_cols.mean()) == (center_y, center_x)
+      checked += 1
+  assert checked >= 3
+
+
+def _loss(model, params, x, labels, **kwargs):
+  logits = model.apply({"params": params}, x, **kwargs)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _shapes_batch(seed=0, size=32):
+  """Tiny batch: class 1 inside a bright square, class 0 elsewhere."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(0, 0.1, (2, size, size, 3)).astype(np.float32)
+  labels = np.zeros((2, size, size), np.int32)
+  for b, (y0, x0) in enumerate([(4, 8), (14, 10)]):
+    labels[b, y0:y0 + 12, x0:x0 + 12] = 1
+    x[b, y0:y0 + 12, x0:x0 + 12] += 1.0
+  return jnp.asarray(x), jnp.asarray(labels)
+
+
+def test_training_reduces_loss_and_keeps_final_upsampling_frozen():
+  model = FCN(num_classes=2, variant="8s", width=WIDTH, dropout_rate=0.0)
+  x, labels = _shapes_batch()
+  params = numpy_variables(model, x)["params"]
+  frozen = params["upscore8"]["kernel"].copy()
+  tx = optax.adam(1e-3)
+
+  @jax.jit
+  def step(p, opt_state, rng):
+    loss, grads = jax.value_and_grad(
+        lambda q: _loss(model, q, x, labels, train=True, rngs={"dropout": rng}))(p)
+    updates, opt_state = tx.update(grads, opt_state, p)
+    return optax.apply_updates(p, updates), opt_state, loss, grads
+
+  opt_state, losses = tx.init(params), []
+  for i in range(4):
+    params, opt_state, loss, grads = step(params, opt_state, jax.random.key(i))
+    losses.append(float(loss))
+    if i == 0:
+      for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        names = [k.key for k in path]
+        assert np.all(np.isfinite(g)), names
+        if names == ["upscore8", "kernel"]:
+          assert not np.any(g), "frozen final upsampling received a gradient"
+        else:
+          assert np.any(g != 0), names
+  assert losses[-1] < losses[0], losses
+  np.testing.assert_array_equal(params["upscore8"]["kernel"], frozen)
+
+
+def test_unfrozen_final_upsampling_gets_gradient():
+  model = FCN(num_classes=2, variant="16s", width=WIDTH, freeze_final_upsampling=False)
+  x, labels = _shapes_batch(size=24)
+  params = numpy_variables(model, x)["params"]
+  grads = jax.jit(jax.grad(lambda p: _loss(model, p, x, labels)))(params)
+  assert np.any(grads["upscore16"]["kernel"] != 0)
+  assert np.all(np.isfinite(grads["upscore16"]["kernel"]))
+
+
+def test_bad_variant():
+  with pytest.raises(ValueError, match="variant"):
+    FCN(variant="4s").init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

@@ -1,0 +1,246 @@
+"""Pretrained VGG import: torchvision/timm key layouts, file formats, errors, FCN surgery.
+
+References are computed in numpy in PyTorch's own layout (NCHW, OIHW, (C, H, W) flatten),
+so every transpose and reshape of the importer is checked, not re-used.
+"""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from seg_jax import weights
+from seg_jax.models.deconvnet import DeconvNet
+from seg_jax.models.fcn import FCN
+from seg_jax.models.segnet import SegNet
+from seg_jax.models.vgg import VGG, convolutionalize
+
+CFG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  previous = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def torchvision_state(width=1.0, num_classes=10, include_top=True, dtype=np.float32, seed=0):
+  """A torchvision-layout VGG16 state dict with He-scaled random values."""
+  rng = np.random.default_rng(seed)
+  state, cin, index = {}, 3, 0
+  for v in CFG16:
+    if v == "M":
+      index += 1
+      continue
+    cout = max(1, int(round(v * width)))
+    scale = np.sqrt(2 / (9 * cin))
+    state[f"features.{index}.weight"] = (rng.standard_normal((cout, cin, 3, 3)) * scale)
+    state[f"features.{index}.bias"] = 0.1 * rng.standard_normal(cout)
+    cin, index = cout, index + 2
+  if include_top:
+    hidden = max(1, int(round(4096 * width)))
+    for i, (o, n) in zip((0, 3, 6), ((hidden, cin * 49), (hidden, hidden), (num_classes, hidden))):
+      state[f"classifier.{i}.weight"] = rng.standard_normal((o, n)) * np.sqrt(2 / n)
+      state[f"classifier.{i}.bias"] = 0.1 * rng.standard_normal(o)
+  return {k: v.astype(dtype) for k, v in state.items()}
+
+
+def timm_state(tv):
+  """torchvision -> timm layout (fc6/fc7 as convolutions, head.fc)."""
+  out = {k: v for k, v in tv.items() if k.startswith("features.")}
+  c5 = tv["classifier.0.weight"].shape[1] // 49
+  out["pre_logits.fc1.weight"] = tv["classifier.0.weight"].reshape(-1, c5, 7, 7)
+  out["pre_logits.fc1.bias"] = tv["classifier.0.bias"]
+  out["pre_logits.fc2.weight"] = tv["classifier.3.weight"][:, :, None, None]
+  out["pre_logits.fc2.bias"] = tv["classifier.3.bias"]
+  out["head.fc.weight"], out["head.fc.bias"] = tv["classifier.6.weight"], tv["classifier.6.bias"]
+  return out
+
+
+def conv3x3_nchw(x, w, b):
+  """PyTorch Conv2d(k=3, padding=1): x (N, C, H, W), w (O, I, 3, 3)."""
+  xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+  windows = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))
+  return np.einsum("nchwij,ocij->nohw", windows, w) + b[None, :, None, None]
+
+
+def torch_vgg16_forward(state, x_nhwc):
+  """Numpy VGG16 forward exactly as torchvision computes it; returns logits."""
+  x = x_nhwc.transpose(0, 3, 1, 2).astype(np.float64)
+  index = 0
+  for v in CFG16:
+    if v == "M":
+      n, c, h, w = x.shape
+      x = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+      index += 1
+    else:
+      x = np.maximum(conv3x3_nchw(x, state[f"features.{index}.weight"],
+                                  state[f"features.{index}.bias"]), 0)
+      index += 2
+  n, c, h, w = x.shape
+  pooled = np.zeros((n, c, 7, 7))
+  for i in range(7):
+    for j in range(7):
+      h0, h1 = i * h // 7, -(-(i + 1) * h // 7)
+      w0, w1 = j * w // 7, -(-(j + 1) * w // 7)
+      pooled[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+  x = pooled.reshape(n, -1)  # torch.flatten: (C, H, W) order
+  for i, relu in ((0, True), (3, True), (6, False)):
+    x = x @ state[f"classifier.{i}.weight"].T + state[f"classifier.{i}.bias"]
+    x = np.maximum(x, 0) if relu else x
+  return x
+
+
+def test_feature_indices_follow_torchvision():
+  idx = weights.vgg_feature_indices(16)
+  assert [idx[k] for k in ("conv1_1", "conv1_2", "conv2_1", "conv3_3", "conv4_1", "conv5_3")] \
+      == [0, 2, 5, 14, 17, 28]
+  idx19 = weights.vgg_feature_indices(19)
+  assert (idx19["conv3_4"], idx19["conv4_1"], idx19["conv5_4"]) == (16, 19, 34)
+
+
+def test_full_size_conv_layers_from_safetensors(tmp_path):
+  """Real VGG16 conv shapes (float16 file, 30 MB): every layer matches a numpy conv."""
+  state = torchvision_state(include_top=False, dtype=np.float16)
+  path = str(tmp_path / "vgg16_features.safetensors")
+  save_file(state, path)
+  params = weights.load_vgg_params(path, include_top=False)
+  assert params["conv1_1"]["kernel"].shape == (3, 3, 3, 64)
+  assert params["conv5_3"]["kernel"].shape == (3, 3, 512, 512)
+  assert params["conv5_3"]["kernel"].dtype == np.float32
+  model = VGG(include_top=False)
+  x = np.random.default_rng(1).normal(size=(1, 16, 16, 3)).astype(np.float32)
+  taps = [f"conv{s}_{i}" for s, n in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, n + 1)]
+  inputs = {t: (f"pool{int(t[4]) - 1}" if t.endswith("_1") else f"relu{t[4]}_{int(t[6]) - 1}")
+            for t in taps}
+  names = tuple(sorted(set(taps) | {v for v in inputs.values() if v != "pool0"}))
+  out = jax.jit(model.apply, static_argnames="capture")({"params": params}, x, capture=names)
+  index = weights.vgg_feature_indices(16)
+  for tap in taps:
+    source = x if inputs[tap] == "pool0" else np.asarray(out[inputs[tap]])
+    w = state[f"features.{index[tap]}.weight"].astype(np.float64)
+    b = state[f"features.{index[tap]}.bias"].astype(np.float64)
+    expected = conv3x3_nchw(source.transpose(0, 3, 1, 2), w, b).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(out[tap], expected, rtol=2e-4, atol=2e-4, err_msg=tap)
+
+
+@pytest.mark.parametrize("layout,ext", [("torchvision", "npz"), ("timm", "safetensors")])
+def test_classifier_matches_numpy_torchvision_forward(tmp_path, layout, ext):
+  width = 1 / 16
+  tv = torchvision_state(width=width, num_classes=10)
+  state = tv if layout == "torchvision" else timm_state(tv)
+  path = str(tmp_path / f"vgg16.{ext}")
+  if ext == "npz":
+    np.savez(path, **state)
+  else:
+    save_file(state, path)
+  params = weights.load_vgg_params(path, width=width)
+  assert params["fc6"]["kernel"].shape == (49 * 32, 256)
+  assert params["fc8"]["kernel"].shape == (256, 10)
+  x = np.random.default_rng(2).normal(size=(2, 48, 40, 3)).astype(np.float32)
+  logits = jax.jit(VGG(width=width, num_classes=10).apply)({"params": params}, x)
+  np.testing.assert_allclose(logits, torch_vgg16_forward(tv, x), rtol=1e-4, atol=1e-4)
+
+  conv = weights.load_vgg_params(path, width=width, convolutional_fc=True)
+  assert conv["fc6"]["kernel"].shape == (7, 7, 32, 256)
+  expected = convolutionalize(params)
+  for name in ("fc6", "fc7", "fc8"):
+    np.testing.assert_array_equal(conv[name]["kernel"], expected[name]["kernel"])
+
+
+def test_fc6_reorders_torch_flatten():
+  """fc6 row (h, w, c) of our kernel is torch column c * 49 + h * 7 + w."""
+  tv = torchvision_state(width=1 / 16, num_classes=3)
+  params = weights.vgg_params_from_state_dict(tv, width=1 / 16)
+  kernel, torch_w = params["fc6"]["kernel"], tv["classifier.0.weight"]
+  for h, w, c in [(0, 0, 1), (3, 5, 7), (6, 6, 31)]:
+    np.testing.assert_array_equal(kernel[(h * 7 + w) * 32 + c], torch_w[:, c * 49 + h * 7 + w])
+
+
+def test_errors_name_the_key(tmp_path):
+  tv = torchvision_state(width=1 / 16, num_classes=3)
+  missing = {k: v for k, v in tv.items() if k != "features.10.weight"}
+  with pytest.raises(ValueError, match=r"missing key 'features\.10\.weight' \(VGG16 conv3_1\)"):
+    weights.vgg_params_from_state_dict(missing, width=1 / 16)
+  with pytest.raises(ValueError, match=r"'features\.0\.weight'.*shape \(4, 3, 3, 3\), expected"):
+    weights.vgg_params_from_state_dict(tv)  # width 1 expected
+  with pytest.raises(ValueError, match="classifier.6.bias"):
+    weights.vgg_params_from_state_dict({k: v for k, v in tv.items() if k != "classifier.6.bias"},
+                                       width=1 / 16)
+  with pytest.raises(ValueError, match=r"missing key 'features\.16\.weight' \(VGG19 conv3_4\)"):
+    weights.vgg_params_from_state_dict(tv, depth=19, width=1 / 16)
+  with pytest.raises(ValueError, match="unexpected key 'features.34.weight'"):
+    weights.vgg_params_from_state_dict({**tv, "features.34.weight": tv["features.0.weight"]},
+                                       width=1 / 16)
+  bad = tmp_path / "vgg.h5"
+  bad.write_bytes(b"")
+  with pytest.raises(ValueError, match="unsupported weights format"):
+    weights.load_vgg_params(str(bad))
+  with pytest.raises(FileNotFoundError):
+    weights.load_vgg_params(str(tmp_path / "nope.safetensors"))
+
+
+@pytest.mark.skipif("torch" in sys.modules or __import__("importlib").util.find_spec("torch"),
+                    reason="torch installed")
+def test_pth_without_torch_says_what_to_do(tmp_path):
+  path = tmp_path / "vgg16-397923af.pth"
+  path.write_bytes(b"\0")
+  with pytest.raises(ValueError, match="needs torch.*safetensors"):
+    weights.load_vgg_params(str(path))
+
+
+def test_fetch_pretrained_offline(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails: "offline"
+  with pytest.raises(FileNotFoundError) as info:
+    weights.fetch_pretrained("vgg16", str(tmp_path))
+  message = str(info.value)
+  assert "\n" not in message
+  assert "https://huggingface.co/timm/vgg16.tv_in1k/resolve/main/model.safetensors" in message
+  assert os.path.join(str(tmp_path), "vgg16.tv_in1k.safetensors") in message
+  local = tmp_path / "vgg19.tv_in1k.safetensors"
+  local.write_bytes(b"")
+  assert weights.fetch_pretrained("vgg19.tv_in1k", str(tmp_path)) == str(local)
+
+
+def test_fcn_params_from_vgg():
+  width = 1 / 16
+  vgg = weights.vgg_params_from_state_dict(torchvision_state(width=width, num_classes=5),
+                                           width=width)
+  fcn_shapes = jax.eval_shape(FCN(num_classes=3, width=width).init, jax.random.key(0),
+                              jnp.zeros((1, 32, 32, 3)))
+  fcn_vars = jax.tree_util.tree_map(lambda s: np.full(s.shape, 7.0, np.float32), fcn_shapes)
+  out = weights.fcn_params_from_vgg(vgg, fcn_vars)
+  p = out["params"]
+  np.testing.assert_array_equal(p["conv1_1"]["kernel"], vgg["conv1_1"]["kernel"])
+  np.testing.assert_array_equal(p["fc6"]["kernel"].reshape(-1, 256), vgg["fc6"]["kernel"])
+  np.testing.assert_array_equal(p["fc7"]["kernel"][0, 0], vgg["fc7"]["kernel"])
+  assert np.all(p["score_fr"]["kernel"] == 7.0) and np.all(p["upscore8"]["kernel"] == 7.0)
+  wide = jax.eval_shape(FCN(num_classes=3, width=1 / 8).init, jax.random.key(0),
+                        jnp.zeros((1, 32, 32, 3)))
+  with pytest.raises(ValueError, match="conv1_1/kernel"):
+    weights.fcn_params_from_vgg(vgg, jax.tree_util.tree_map(lambda s: np.zeros(s.shape), wide))
+
+
+def test_init_from_vgg_fills_batchnorm_encoders():
+  width = 1 / 16
+  vgg = weights.vgg_params_from_state_dict(torchvision_state(width=width, num_classes=5),
+                                           width=width)
+  x = jnp.zeros((1, 32, 32, 3))
+  for model in (SegNet(width=width), DeconvNet(width=width)):
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    variables = jax.tree_util.tree_map(lambda s: np.full(s.shape, 7.0, np.float32), shapes)
+    out = weights.init_from_vgg(vgg, variables)
+    p = out["params"]
+    np.testing.assert_array_equal(p["conv4_2"]["kernel"], vgg["conv4_2"]["kernel"])
+    assert "bias" not in p["conv4_2"] and np.all(p["conv4_2_bn"]["scale"] == 7.0)
+    assert out["batch_stats"] is variables["batch_stats"]
+    if isinstance(model, DeconvNet):
+      np.testing.assert_array_equal(p["fc6"]["kernel"].reshape(-1, 256), vgg["fc6"]["kernel"])
+    else:
+      assert np.all(p["score"]["kernel"] == 7.0)
