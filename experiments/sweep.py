@@ -1,0 +1,220 @@
+"""Grid sweeps: ``python -m experiments.sweep --config=encdec_shapes
+--sweep=model.upsampling=nearest,bed_of_nails,max_unpool,transposed,bilinear``.
+
+Each ``--sweep=KEY=V1,V2,...`` is one axis; several axes make a grid. Variants run one after
+another through ``train_and_evaluate`` in ``WORKDIR/<variant>`` (re-running resumes them), or
+``--print_commands`` prints one ``experiments.train`` command per variant for a cluster.
+Final scores go to ``WORKDIR/results.csv``, ``results.md`` and a mean-IU bar chart
+``results.png`` (matplotlib if installed, otherwise drawn with PIL).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import itertools
+import os
+import shlex
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import configs
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config NAME[:ARG] or file path.",
+                                          lock_config=True)
+_SWEEP = flags.DEFINE_multi_string("sweep", [], "KEY=V1,V2,... (repeat for a grid).")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                                "Sweep directory (default /tmp/seg_jax/sweep_NAME).")
+_PRINT = flags.DEFINE_bool("print_commands", False, "Print the train commands and exit.")
+flags.mark_flag_as_required("config")
+
+SCORE_COLUMNS = ("mean_iou", "pixel_accuracy", "mean_accuracy", "frequency_weighted_iou")
+
+
+def parse_axes(specs: list[str]) -> list[tuple[str, list[str]]]:
+  """``['model.upsampling=a,b']`` -> ``[('model.upsampling', ['a', 'b'])]``."""
+  axes = []
+  for spec in specs:
+    key, sep, values = spec.partition("=")
+    values = [v for v in values.split(",") if v]
+    if not sep or not key or not values:
+      raise ValueError(f"--sweep must look like KEY=V1,V2,...; got {spec!r}")
+    axes.append((key.strip(), values))
+  return axes
+
+
+def expand_grid(axes: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
+  keys = [key for key, _ in axes]
+  return [dict(zip(keys, combo)) for combo in itertools.product(*[v for _, v in axes])]
+
+
+def variant_name(assignment: dict[str, str]) -> str:
+  return ",".join(f"{key.split('.')[-1]}={value}" for key, value in assignment.items()) or "base"
+
+
+def _convert(current, raw: str):
+  """Parses ``raw`` like the field it replaces (bool/int/float/str; literals otherwise)."""
+  if isinstance(current, bool):
+    if raw.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"expected a bool, got {raw!r}")
+    return raw.lower() in ("true", "1")
+  if isinstance(current, int):
+    return int(raw)
+  if isinstance(current, float):
+    return float(raw)
+  if isinstance(current, str):
+    return raw
+  try:
+    return ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    return raw
+
+
+def apply_assignment(config, assignment: dict[str, str]):
+  """A copy of ``config`` with the dotted ``KEY=value`` pairs set (unknown keys -> ValueError)."""
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  for key, raw in assignment.items():
+    node, parts = config, key.split(".")
+    for part in parts[:-1]:
+      if part not in node:
+        raise ValueError(f"unknown config field {key!r}")
+      node = node[part]
+    if parts[-1] not in node:
+      raise ValueError(f"unknown config field {key!r}")
+    node[parts[-1]] = _convert(node[parts[-1]], raw)
+  return config
+
+
+def train_commands(config_arg: str, overrides: list[str], workdir: str,
+                   assignments: list[dict[str, str]]) -> list[str]:
+  commands = []
+  for assignment in assignments:
+    args = [sys.executable, "-m", "experiments.train", f"--config={config_arg}",
+            f"--workdir={os.path.join(workdir, variant_name(assignment))}", *overrides]
+    args += [f"--config.{key}={value}" for key, value in assignment.items()]
+    commands.append(" ".join(shlex.quote(a) for a in args))
+  return commands
+
+
+def run_sweep(config, assignments: list[dict[str, str]], workdir: str) -> list[dict]:
+  """Trains every variant in turn; returns one result row per variant."""
+  from seg_jax.training import loop  # pylint: disable=g-import-not-at-top
+  rows = []
+  for assignment in assignments:
+    name = variant_name(assignment)
+    start = time.time()
+    scores = loop.train_and_evaluate(apply_assignment(config, assignment),
+                                     os.path.join(workdir, name))
+    row = {"variant": name, **assignment}
+    row.update({column: scores.get(column, float("nan")) for column in SCORE_COLUMNS})
+    row["seconds"] = round(time.time() - start, 1)
+    rows.append(row)
+    write_results(rows, workdir)
+  return rows
+
+
+def write_results(rows: list[dict], workdir: str) -> None:
+  """``results.csv``, ``results.md`` and ``results.png`` in ``workdir``."""
+  os.makedirs(workdir, exist_ok=True)
+  columns = list(rows[0])
+  with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+
+  def cell(value):
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  draw_bar_chart([row["variant"] for row in rows], [float(row["mean_iou"]) for row in rows],
+                 os.path.join(workdir, "results.png"), title="mean IU")
+
+
+def draw_bar_chart(labels: list[str], values: list[float], path: str, title: str) -> None:
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    _draw_bar_chart_pil(labels, values, path, title)
+    return
+  fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(labels)), 3.5))
+  ax.bar(range(len(values)), values, color="#4c72b0")
+  ax.set_xticks(range(len(values)), labels, rotation=30, ha="right", fontsize=8)
+  ax.set_ylim(0, 1)
+  ax.set_title(title)
+  for i, value in enumerate(values):
+    ax.text(i, value + 0.01, f"{value:.3f}", ha="center", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _draw_bar_chart_pil(labels, values, path, title) -> None:
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  bar, gap, top, bottom, left = 60, 20, 30, 60, 10
+  width = left + len(values) * (bar + gap) + gap
+  height = 300
+  image = Image.new("RGB", (max(width, 200), height), "white")
+  draw = ImageDraw.Draw(image)
+  draw.text((left, 8), f"{title} (0..1)", fill="black")
+  plot = height - top - bottom
+  draw.line([(left, height - bottom), (width - 1, height - bottom)], fill="black")
+  for i, (label, value) in enumerate(zip(labels, values)):
+    x0 = left + gap + i * (bar + gap)
+    fraction = min(max(value, 0.0), 1.0) if value == value else 0.0
+    y0 = height - bottom - int(round(fraction * plot))
+    draw.rectangle([x0, y0, x0 + bar, height - bottom], fill=(76, 114, 176))
+    draw.text((x0, max(y0 - 12, top - 10)), f"{value:.3f}", fill="black")
+    for line, chunk in enumerate(_wrap(label, 10)[:4]):
+      draw.text((x0, height - bottom + 4 + 12 * line), chunk, fill="black")
+  image.save(path)
+
+
+def _wrap(text: str, size: int) -> list[str]:
+  return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config_arg = flags.FLAGS["config"].config_filename
+  workdir = _WORKDIR.value or os.path.join("/tmp/seg_jax",
+                                           "sweep_" + configs.config_name(config_arg))
+  assignments = expand_grid(parse_axes(_SWEEP.value))
+  try:
+    for assignment in assignments:  # fail fast on a typo, before anything trains
+      apply_assignment(_CONFIG.value, assignment)
+  except ValueError as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(2)
+  if _PRINT.value:
+    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")]
+    print("\n".join(train_commands(given[0] if given else config_arg, overrides, workdir,
+                                    assignments)))
+    return
+  rows = run_sweep(_CONFIG.value, assignments, workdir)
+  print(open(os.path.join(workdir, "results.md")).read())
+  print(f"results in {workdir}/results.csv, results.md, results.png ({len(rows)} variants)")
+
+
+def _parse(argv):
+  argv = configs.parse_flags_or_exit(argv)
+  try:
+    parse_axes(_SWEEP.value)
+  except ValueError as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(2)
+  return argv
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse)

@@ -1,0 +1,31 @@
+"""Train (and evaluate) a model: ``python -m experiments.train --config=unet_shapes``.
+
+``--config`` takes a config NAME from experiments/configs (``NAME:runlocal`` for a smoke run)
+or a path; ``--config.a.b=value`` overrides fields; ``--workdir`` defaults to
+/tmp/seg_jax/<config name>. Re-running with the same workdir resumes from its checkpoint.
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import configs
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config NAME[:ARG] or file path.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default /tmp/seg_jax/NAME).")
+flags.mark_flag_as_required("config")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from seg_jax.training import loop  # pylint: disable=g-import-not-at-top
+  workdir = _WORKDIR.value or os.path.join(
+      "/tmp/seg_jax", configs.config_name(flags.FLAGS["config"].config_filename))
+  loop.train_and_evaluate(_CONFIG.value, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=configs.parse_flags_or_exit)

@@ -1,0 +1,162 @@
+"""Semantic segmentation task: per-pixel cross-entropy, confusion-matrix evaluation, overlays.
+
+Batches are ``{'image': (B, H, W, 3) float32, 'label': (B, H, W) int32}`` with
+``config.data.ignore_label`` (255) marking pixels that do not count; models map images to
+``(B, H', W', num_classes)`` logits. When a model's output is smaller than its input
+(U-Net with 'valid' padding) the labels are centre-cropped to the logits, as in the U-Net
+paper's overlap-tile setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seg_jax import losses, metrics
+
+Batch = dict[str, Any]
+
+
+def _ignore_label(config) -> int:
+  return int(config.data.get("ignore_label", 255))
+
+
+def _class_weights(config) -> Optional[jax.Array]:
+  loss_config = config.get("loss", None)
+  weights = loss_config.get("class_weights", None) if loss_config is not None else None
+  return None if weights is None else jnp.asarray(weights, jnp.float32)
+
+
+def crop_labels_to(labels: jax.Array, spatial_shape) -> jax.Array:
+  """Centre-crops ``(B, H, W)`` labels to ``spatial_shape`` (no-op when equal)."""
+  height, width = labels.shape[1:3]
+  out_h, out_w = spatial_shape
+  if (out_h, out_w) == (height, width):
+    return labels
+  if out_h > height or out_w > width:
+    raise ValueError(f"model output {out_h}x{out_w} is larger than the labels {height}x{width}")
+  top, left = (height - out_h) // 2, (width - out_w) // 2
+  return labels[:, top:top + out_h, left:left + out_w]
+
+
+def _has_batch_stats(batch_stats) -> bool:
+  return bool(jax.tree_util.tree_leaves(batch_stats))
+
+
+def init_variables(model, rng: jax.Array, batch: Batch) -> dict:
+  params_rng, dropout_rng = jax.random.split(rng)
+  variables = model.init({"params": params_rng, "dropout": dropout_rng},
+                         jnp.asarray(batch["image"]), train=False)
+  return dict(variables)
+
+
+def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config):
+  """Training-mode cross-entropy averaged over the valid pixels of the batch."""
+  variables = {"params": params}
+  if _has_batch_stats(batch_stats):
+    variables["batch_stats"] = batch_stats
+    logits, updates = model.apply(variables, batch["image"], train=True,
+                                  mutable=["batch_stats"], rngs={"dropout": rng})
+    batch_stats = updates["batch_stats"]
+  else:
+    logits = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+  labels = crop_labels_to(batch["label"], logits.shape[1:3])
+  loss = losses.pixel_cross_entropy(logits, labels, ignore_index=_ignore_label(config),
+                                    class_weights=_class_weights(config))
+  valid = labels != _ignore_label(config)
+  correct = (jnp.argmax(logits, axis=-1) == labels) & valid
+  pixel_accuracy = jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1)
+  return loss, ({"pixel_accuracy": pixel_accuracy}, batch_stats)
+
+
+def _logits(model, variables, images):
+  return model.apply(variables, images, train=False)
+
+
+def predict(model, variables, batch: Batch, config) -> jax.Array:
+  """Per-pixel class indices ``(B, H', W')``."""
+  del config
+  return jnp.argmax(_logits(model, variables, batch["image"]), axis=-1).astype(jnp.int32)
+
+
+def eval_outputs(model, variables, batch: Batch, config) -> dict:
+  """The batch's ``(C, C)`` confusion matrix (padded examples are all-ignore)."""
+  logits = _logits(model, variables, batch["image"])
+  labels = crop_labels_to(batch["label"], logits.shape[1:3])
+  if "valid" in batch:
+    labels = jnp.where(batch["valid"][:, None, None], labels, _ignore_label(config))
+  predictions = jnp.argmax(logits, axis=-1)
+  return {"confusion": metrics.confusion_matrix(labels, predictions, logits.shape[-1],
+                                                ignore_index=_ignore_label(config))}
+
+
+def finalize_eval(summed: dict, info: dict, config) -> dict:
+  """FCN scores; ``per_class_iou`` becomes a ``{class name: IU}`` dict."""
+  del config
+  scores = metrics.segmentation_scores(summed["confusion"])
+  names = _class_names(info, len(scores["per_class_iou"]))
+  per_class = {name: (None if np.isnan(v) else float(v))
+               for name, v in zip(names, scores.pop("per_class_iou"))}
+  return {**scores, "per_class_iou": per_class}
+
+
+def format_scores(scores: dict, info: dict) -> str:
+  per_class = scores.get("per_class_iou", {})
+  table_scores = dict(scores, per_class_iou=np.array(
+      [np.nan if v is None else v for v in per_class.values()], np.float64))
+  return metrics.format_scores_table(table_scores, list(per_class) or None)
+
+
+def _class_names(info: dict, num_classes: int) -> list[str]:
+  names = list(info.get("class_names") or [])
+  return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def palette(num_colors: int = 256) -> np.ndarray:
+  """The PASCAL VOC colour map (bit-interleaved class index), 255 -> white."""
+  colors = np.zeros((num_colors, 3), np.uint8)
+  for index in range(num_colors):
+    value, rgb = index, [0, 0, 0]
+    for shift in range(7, -1, -1):
+      for channel in range(3):
+        rgb[channel] |= ((value >> channel) & 1) << shift
+      value >>= 3
+    colors[index] = rgb
+  if num_colors > 255:
+    colors[255] = 255
+  return colors
+
+
+def _to_uint8_image(image: np.ndarray, data_config) -> np.ndarray:
+  try:
+    from seg_jax.data import denormalize
+    image = np.asarray(denormalize(image, data_config))
+  except (ImportError, AttributeError):
+    image = np.asarray(image)
+  if image.dtype != np.uint8:
+    scale = 1.0 if image.max(initial=0.0) > 1.5 else 255.0
+    image = np.clip(image * scale, 0, 255).round().astype(np.uint8)
+  return image
+
+
+def overlays(batch: Batch, predictions, info: dict, config) -> list[np.ndarray]:
+  """``image | label | prediction`` strips, labels and predictions colourised."""
+  colors = palette()
+  images = []
+  predictions = np.asarray(predictions)
+  for index in range(predictions.shape[0]):
+    prediction = predictions[index]
+    label = np.asarray(batch["label"][index])
+    image = _to_uint8_image(np.asarray(batch["image"][index]), config.data)
+    height, width = prediction.shape
+    top, left = (label.shape[0] - height) // 2, (label.shape[1] - width) // 2
+    label = label[top:top + height, left:left + width]
+    image = image[top:top + height, left:left + width]
+    gap = np.full((height, 2, 3), 255, np.uint8)
+    images.append(np.concatenate(
+        [image, gap, colors[label.astype(np.int64) % 256], gap,
+         colors[prediction.astype(np.int64) % 256]], axis=1))
+  return images

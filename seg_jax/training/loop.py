@@ -1,0 +1,365 @@
+"""``train_and_evaluate(config, workdir)``: the training loop, and ``evaluate(config, workdir)``.
+
+The loop is generic; everything model-specific comes from the task module named by
+``config.task`` (see ``seg_jax.tasks``). Outputs in ``workdir``: ``config.json``,
+``metrics.jsonl`` (one JSON line per log step and per evaluation), ``tensorboard/``,
+``checkpoints/<step>/`` and ``overlays/*.png``.
+
+Resuming: if ``workdir/checkpoints`` holds a checkpoint the run continues from it, and the
+training iterator is advanced past the batches already consumed, so a resumed run sees the
+same batches and per-step random keys as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from seg_jax import data as data_lib
+from seg_jax import tasks
+from seg_jax.training import checkpoint as checkpoint_lib
+from seg_jax.training import logging as log_lib
+from seg_jax.training import optim, sharding, step as step_lib
+from seg_jax.training.state import TrainState, create_train_state
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Raised when the training loss becomes NaN or infinite."""
+
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def build_model(config, num_classes: int, bn_axis_name: Optional[str] = None):
+  """The model named by ``config.model.name`` with the other ``config.model`` fields.
+
+  A name of the form ``package.module:Class`` imports that class instead of using the
+  ``seg_jax.models`` table (handy for tests and experiments with local models).
+  ``num_classes`` is filled in from the dataset; ``config.dtype`` sets the compute dtype
+  (parameters stay float32).
+  """
+  kwargs = dict(config.model)
+  name = kwargs.pop("name")
+  kwargs.setdefault("num_classes", num_classes)
+  if ":" in name:
+    import importlib  # pylint: disable=g-import-not-at-top
+    module_name, class_name = name.split(":")
+    model = getattr(importlib.import_module(module_name), class_name)(**kwargs)
+  else:
+    from seg_jax import models  # pylint: disable=g-import-not-at-top
+    model = models.get_model(name, **kwargs)
+  fields = {f.name for f in dataclasses.fields(model)}
+  dtype_name = config.get("dtype", "float32") or "float32"
+  if dtype_name not in _DTYPES:
+    raise ValueError(f"unknown dtype {dtype_name!r}; use one of {', '.join(_DTYPES)}")
+  if dtype_name != "float32":
+    if "dtype" not in fields:
+      raise ValueError(f"model {name!r} has no dtype field, cannot use dtype={dtype_name}")
+    model = model.clone(dtype=_DTYPES[dtype_name])
+  if bn_axis_name is not None and "bn_axis_name" in fields:
+    model = model.clone(bn_axis_name=bn_axis_name)
+  return model
+
+
+def _merge_pretrained(params, pretrained, path: str):
+  """Copies ``pretrained`` into the sub-tree of ``params`` that has all of its keys."""
+  def find(tree):
+    if not isinstance(tree, dict):
+      return None
+    if set(pretrained) <= set(tree):
+      return tree
+    for child in tree.values():
+      found = find(child)
+      if found is not None:
+        return found
+    return None
+
+  target = find(params)
+  if target is None:
+    raise ValueError(f"init_weights {path}: no part of the model has parameters "
+                     f"{sorted(pretrained)[:5]}")
+
+  def copy(dst, src, prefix):
+    for key, value in src.items():
+      if isinstance(value, dict):
+        copy(dst[key], value, f"{prefix}{key}/")
+      else:
+        if np.shape(dst[key]) != np.shape(value):
+          raise ValueError(f"init_weights {path}: {prefix}{key} has shape {np.shape(value)}, "
+                           f"model expects {np.shape(dst[key])}")
+        dst[key] = np.asarray(value, np.asarray(dst[key]).dtype)
+  copy(target, pretrained, "")
+  return params
+
+
+def load_init_weights(config, params):
+  """Loads ``config.init_weights`` (ImageNet VGG-16 file) into ``params`` if it is set.
+
+  FCN models get the convolutionalised VGG (``weights.fcn_params_from_vgg``); other models
+  receive the VGG tensors into the sub-tree whose names match (e.g. an encoder).
+  """
+  path = config.get("init_weights", None)
+  if not path:
+    return params
+  if not os.path.exists(path):
+    raise ValueError(f"init_weights file not found: {path}")
+  from seg_jax import weights  # pylint: disable=g-import-not-at-top
+  params = _to_dict(jax.tree.map(np.asarray, params))
+  width = float(config.model.get("width", 1.0))
+  vgg = weights.load_vgg_params(path, include_top=True, width=width)
+  if str(config.model.name).startswith("fcn"):
+    return _to_dict(weights.fcn_params_from_vgg(vgg, params))
+  return _merge_pretrained(params, _to_dict(vgg), path)
+
+
+def _to_dict(tree):
+  if hasattr(tree, "items"):
+    return {k: _to_dict(v) for k, v in tree.items()}
+  return tree
+
+
+class _Setup:
+  """Everything built from the config once: data info, model, task, optimizer, runner."""
+
+  def __init__(self, config):
+    sharding.maybe_initialize_distributed(config)
+    self.config = config
+    self.info = data_lib.dataset_info(config.data)
+    self.task = tasks.get_task(config.task)
+    parallelism = config.get("parallelism", "jit")
+    bn_axis = sharding.PMAP_AXIS if parallelism == "pmap" else None
+    self.model = build_model(config, int(self.info["num_classes"]), bn_axis)
+    self.tx, self.schedule = optim.create_optimizer(config)
+    self.batch_size = int(config.batch_size)
+    self.local_batch_size = sharding.check_batch_size(self.batch_size, parallelism)
+    common = dict(task=self.task, model=self.model, config=config)
+    self.runner = sharding.make_runner(
+        parallelism, functools.partial(step_lib.train_step, tx=self.tx, **common),
+        functools.partial(step_lib.eval_step, **common))
+    self._predict = jax.jit(
+        lambda variables, batch: self.task.predict(self.model, variables, batch, config))
+
+  def dataset(self, split: str, train: bool) -> Iterator[dict]:
+    return data_lib.get_dataset(
+        self.config.data, split=split, train=train, global_batch_size=self.batch_size,
+        seed=int(self.config.seed), process_index=jax.process_index(),
+        process_count=jax.process_count())
+
+  def init_state(self, batch: dict) -> TrainState:
+    """Initial state (identical on every process: it depends on the seed only)."""
+    example = jax.tree.map(lambda x: np.zeros_like(np.asarray(x)[:1]), batch)
+    create = jax.jit(functools.partial(create_train_state, self.task, self.model, self.tx))
+    state = jax.device_get(create(jax.random.key(int(self.config.seed)), example))
+    if self.config.get("init_weights", None):
+      params = load_init_weights(self.config, state.params)
+      state = state.replace(params=params, opt_state=self.tx.init(params))
+    return self.runner.place_state(state)
+
+  def evaluate(self, state, step: int, writer: log_lib.MetricWriter) -> dict:
+    """One full pass over the eval split; prints and logs the scores."""
+    config, start = self.config, time.time()
+    split = config.data.eval_split
+    # Every process must run the same number of eval steps (they are collective). The
+    # pipeline already pads shards to equal counts; as a safeguard a process that runs out
+    # early contributes all-padding batches up to the count implied by the split size.
+    minimum = _num_eval_batches(self.info, split, self.local_batch_size)
+    batches = self.dataset(split, train=False)
+    if minimum is not None:
+      batches = itertools.chain(batches, itertools.repeat(None))
+    total, first, template, count = None, None, None, 0
+    for batch in batches:
+      if batch is None:
+        if count >= minimum:
+          break
+        batch = _padding_batch(template, int(config.data.get("ignore_label", 255)))
+      template, count = batch, count + 1
+      first = batch if first is None else first
+      outputs = self.runner.host(self.runner.eval(state, self.runner.place_batch(batch)))
+      outputs = jax.tree.map(lambda x: np.asarray(x, np.int64 if np.issubdtype(
+          np.asarray(x).dtype, np.integer) else np.float64), outputs)
+      total = outputs if total is None else jax.tree.map(np.add, total, outputs)
+    if total is None:
+      raise ValueError(f"eval split {split!r} produced no batches")
+    scores = self.task.finalize_eval(total, self.info, config)
+    elapsed = time.time() - start
+    if jax.process_index() == 0:
+      table = self.task.format_scores(scores, self.info)
+      print(f"\nevaluation at step {step} on {split!r} ({elapsed:.1f}s):\n{table}\n", flush=True)
+      writer.write(step, "eval", {**scores, "eval_seconds": elapsed})
+      writer.write_text(step, "eval/table", table)
+      self._write_overlays(state, first, step, writer)
+    return scores
+
+  def _write_overlays(self, state, batch, step, writer) -> None:
+    count = int(self.config.get("num_overlays", 4) or 0)
+    if count <= 0 or batch is None:
+      return
+    if "valid" in batch:
+      count = min(count, int(np.sum(batch["valid"])))
+    if count <= 0:
+      return
+    small = jax.tree.map(lambda x: np.asarray(x)[:count], batch)
+    variables = self.runner.host(state.variables)
+    predictions = jax.tree.map(np.asarray, self._predict(variables, small))  # array or dict
+    writer.write_images(step, "eval", self.task.overlays(small, predictions, self.info,
+                                                         self.config))
+
+
+def _num_eval_batches(info: dict, split: str, local_batch_size: int) -> Optional[int]:
+  """Minimum eval batches per process in a multi-process run (None: single process)."""
+  count = (info.get("num_examples") or {}).get(split)
+  if jax.process_count() == 1 or count is None:
+    return None
+  per_process = math.ceil(int(count) / jax.process_count())
+  return max(math.ceil(per_process / local_batch_size), 1)
+
+
+def _padding_batch(template: Optional[dict], ignore_label: int) -> dict:
+  if template is None:
+    raise ValueError("eval iterator produced no batch on this process")
+  batch = {k: np.zeros_like(v) for k, v in template.items()}
+  if "label" in batch:
+    batch["label"] = np.full_like(template["label"], ignore_label)
+  batch["valid"] = np.zeros(np.shape(template["image"])[0], bool)
+  return batch
+
+
+def _write_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def _check_finite(metrics: list[dict], first_step: int) -> None:
+  for offset, values in enumerate(metrics):
+    if not np.isfinite(values["loss"]):
+      raise NonFiniteLossError(f"non-finite loss at step {first_step + offset}")
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains ``config.num_train_steps`` steps in ``workdir``; returns the final eval scores.
+
+  Evaluates every ``config.eval_every`` steps and at the end, checkpoints every
+  ``config.checkpoint_every`` steps and at the end, resumes from the latest checkpoint.
+  On SIGTERM it checkpoints and returns ``{'preempted_at_step': step}``.
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  setup = _Setup(config)
+  _write_config(config, workdir)
+  is_main = jax.process_index() == 0
+  writer = log_lib.MetricWriter(workdir, enabled=is_main)
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
+      keep=config.get("keep_checkpoints", 3))
+  stop = checkpoint_lib.StopSignal()
+  try:
+    return _train(setup, config, writer, checkpointer, stop)
+  finally:
+    stop.restore_handlers()
+    checkpointer.close()
+    writer.close()
+
+
+def _train(setup: _Setup, config, writer, checkpointer, stop) -> dict[str, Any]:
+  num_steps = int(config.num_train_steps)
+  log_every = max(int(config.get("log_every", 50) or 1), 1)
+  eval_every = int(config.get("eval_every", 0) or 0)
+  checkpoint_every = max(int(config.get("checkpoint_every", num_steps) or num_steps), 1)
+  train_iter = setup.dataset(config.data.train_split, train=True)
+  first = next(train_iter)
+  state = setup.init_state(first)
+  train_iter = itertools.chain([first], train_iter)
+  start = checkpointer.latest_step() or 0
+  if start:
+    state = checkpointer.restore(setup.runner.checkpointable(state))
+    if setup.runner.parallelism == "pmap":
+      state = setup.runner.place_state(state)
+    logging.info("resumed from step %d", start)
+    for _ in range(start):  # replay the input pipeline to the batch of step `start`
+      next(train_iter)
+  progress = _progress_bar(num_steps, start, enabled=jax.process_index() == 0)
+  pending, pending_start, last_time = [], start, time.time()
+  for step in range(start, num_steps):
+    batch = next(train_iter)
+    state, metrics = setup.runner.train(state, setup.runner.place_batch(batch))
+    pending.append(metrics)
+    done = step + 1
+    preempted = stop.requested or (jax.process_count() > 1 and
+                                   checkpointer.reached_preemption(done))
+    checkpoint_due = done % checkpoint_every == 0 or done == num_steps or preempted
+    if done % log_every == 0 or checkpoint_due or done == num_steps:
+      host_metrics = [setup.runner.host(m) for m in pending]
+      _check_finite(host_metrics, pending_start + 1)
+      now = time.time()
+      summary = {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[0]}
+      summary["learning_rate"] = float(setup.schedule(done - 1))
+      summary["steps_per_second"] = len(host_metrics) / max(now - last_time, 1e-9)
+      writer.write(done, "train", summary)
+      if progress is not None:
+        progress.set_postfix(loss=f"{summary['loss']:.4f}", refresh=False)
+      pending, pending_start, last_time = [], done, now
+    if progress is not None:
+      progress.update(1)
+    if checkpoint_due:
+      checkpointer.save(done, setup.runner.checkpointable(state), force=True)
+    if preempted:
+      logging.warning("stopping at step %d on request (checkpoint saved)", done)
+      return {"preempted_at_step": done}
+    if eval_every and done % eval_every == 0 and done != num_steps:
+      setup.evaluate(state, done, writer)
+      last_time = time.time()
+  if progress is not None:
+    progress.close()
+  return setup.evaluate(state, max(start, num_steps), writer)
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+  if not enabled:
+    return None
+  try:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True,
+              mininterval=1.0)
+
+
+def evaluate(config, workdir: str, step: Optional[int] = None) -> dict[str, Any]:
+  """Restores the latest (or ``step``) checkpoint from ``workdir`` and evaluates it."""
+  workdir = os.path.abspath(workdir)
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise ValueError(f"no checkpoints in {directory}")
+  setup = _Setup(config)
+  checkpointer = checkpoint_lib.Checkpointer(directory, save_every=1,
+                                             keep=config.get("keep_checkpoints", 3))
+  writer = log_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise ValueError(f"no checkpoints in {directory}")
+    first = next(setup.dataset(config.data.eval_split, train=False))
+    state = setup.init_state(first)
+    state = checkpointer.restore(setup.runner.checkpointable(state), step)
+    if setup.runner.parallelism == "pmap":
+      state = setup.runner.place_state(state)
+    return setup.evaluate(state, step, writer)
+  finally:
+    checkpointer.close()
+    writer.close()
+
+
+def config_to_dict(config) -> dict:
+  return json.loads(config.to_json_best_effort())

@@ -1,0 +1,141 @@
+"""Optax optimizers and learning-rate schedules from a config.
+
+``config.optimizer``: ``name`` ('sgd' | 'momentum' | 'adam' | 'adamw'), ``learning_rate``,
+``momentum``, ``nesterov``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``decay_all`` (False:
+no decay on biases and normalisation parameters, i.e. on parameters with ndim <= 1),
+``grad_clip_norm`` (clip by global norm; 0/None = off), ``lr_multipliers`` (a
+``{path regex: multiplier}`` dict matched with ``re.search`` against 'a/b/kernel' paths,
+first match wins; multiplier 0 freezes the parameter: ``optax.set_to_zero`` and no
+optimizer state).
+
+``config.schedule``: ``name`` ('constant' | 'cosine' | 'warmup_cosine' | 'poly'),
+``warmup_steps``, ``end_value`` (fraction of the base rate at the end), ``power`` (poly,
+0.9 as in DeepLab). Decay runs over ``config.num_train_steps``.
+
+SGD and Adam use coupled (L2) weight decay added to the gradient, as in the FCN/SegNet
+Caffe recipes; AdamW uses decoupled decay.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Schedule = Callable[[Any], jax.Array]
+
+
+def make_schedule(schedule_config, base_lr: float, total_steps: int) -> Schedule:
+  name = schedule_config.get("name", "constant") if schedule_config is not None else "constant"
+  get = (lambda k, d: schedule_config.get(k, d)) if schedule_config is not None else (
+      lambda k, d: d)
+  warmup = int(get("warmup_steps", 0) or 0)
+  end_value = float(get("end_value", 0.0) or 0.0) * base_lr
+  total_steps = max(int(total_steps), 1)
+  if name == "constant":
+    schedule = optax.constant_schedule(base_lr)
+    if warmup:
+      schedule = optax.join_schedules(
+          [optax.linear_schedule(0.0, base_lr, warmup), schedule], [warmup])
+    return schedule
+  if name == "cosine":
+    return optax.cosine_decay_schedule(base_lr, total_steps, alpha=end_value / base_lr
+                                       if base_lr else 0.0)
+  if name == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, base_lr, warmup, max(total_steps, warmup + 1),
+                                              end_value=end_value)
+  if name in ("poly", "polynomial"):
+    decay = optax.polynomial_schedule(base_lr, end_value, float(get("power", 0.9)),
+                                      max(total_steps - warmup, 1))
+    if not warmup:
+      return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), decay], [warmup])
+  raise ValueError(f"unknown schedule {name!r}; known: constant, cosine, warmup_cosine, poly")
+
+
+def param_path(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                  for k in path)
+
+
+def lr_multiplier_tree(params, multipliers) -> Any:
+  """Per-parameter multipliers from ``{regex: multiplier}`` (default 1.0)."""
+  rules = [(re.compile(pattern), float(value))
+           for pattern, value in dict(multipliers or {}).items()]
+
+  def lookup(path, _):
+    name = param_path(path)
+    for pattern, value in rules:
+      if pattern.search(name):
+        return value
+    return 1.0
+
+  return jax.tree_util.tree_map_with_path(lookup, params)
+
+
+def _scale_by_tree(multiplier_fn) -> optax.GradientTransformation:
+  """Multiplies each update by a static per-parameter multiplier (per-group learning rate)."""
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    multipliers = multiplier_fn(updates)
+    updates = jax.tree.map(lambda u, m: u if m == 1.0 else u * jnp.asarray(m, u.dtype),
+                           updates, multipliers)
+    return updates, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _decay_mask(params):
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _base_optimizer(opt, schedule: Schedule) -> optax.GradientTransformation:
+  name = opt.get("name", "sgd")
+  weight_decay = float(opt.get("weight_decay", 0.0) or 0.0)
+  mask = None if opt.get("decay_all", False) else _decay_mask
+  parts = []
+  if name in ("sgd", "momentum", "adam"):
+    if weight_decay:
+      parts.append(optax.add_decayed_weights(weight_decay, mask))
+    if name == "adam":
+      parts.append(optax.adam(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
+                              eps=opt.get("eps", 1e-8)))
+    else:
+      momentum = opt.get("momentum", 0.9 if name == "momentum" else 0.0)
+      parts.append(optax.sgd(schedule, momentum=momentum or None,
+                             nesterov=bool(opt.get("nesterov", False))))
+  elif name == "adamw":
+    parts.append(optax.adamw(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
+                             eps=opt.get("eps", 1e-8), weight_decay=weight_decay, mask=mask))
+  else:
+    raise ValueError(f"unknown optimizer {name!r}; known: sgd, momentum, adam, adamw")
+  return optax.chain(*parts)
+
+
+def create_optimizer(config) -> tuple[optax.GradientTransformation, Schedule]:
+  """``(tx, schedule)`` from ``config.optimizer``, ``config.schedule``, ``num_train_steps``."""
+  opt = config.optimizer
+  schedule = make_schedule(config.get("schedule", None), float(opt.learning_rate),
+                           int(config.num_train_steps))
+  parts = []
+  clip = opt.get("grad_clip_norm", None)
+  if clip:
+    parts.append(optax.clip_by_global_norm(float(clip)))
+  parts.append(_base_optimizer(opt, schedule))
+  multipliers = dict(opt.get("lr_multipliers", None) or {})
+  if any(float(v) != 1.0 for v in multipliers.values()):
+    parts.append(_scale_by_tree(lambda tree: lr_multiplier_tree(tree, multipliers)))
+  tx = optax.chain(*parts)
+  if any(float(v) == 0.0 for v in multipliers.values()):
+    def labels(params):
+      return jax.tree.map(lambda m: "frozen" if m == 0.0 else "trainable",
+                          lr_multiplier_tree(params, multipliers))
+    tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+  return tx, schedule
