@@ -38,6 +38,7 @@ _EXPORTS = {
     "nms": "nms",
     "batched_nms": "nms",
     "roi_align": "roi_align",
+    "roi_align_batched": "roi_align",
     "assign_fpn_levels": "roi_align",
     "generate_anchors": "anchors",
     "hungarian_matching": "matching",

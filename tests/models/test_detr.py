@@ -1,0 +1,144 @@
+"""DETR model: positional encoding vs numpy, shapes, attention maps, training steps."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from seg_jax.losses.detr import detr_loss
+from seg_jax.models import get_model
+from seg_jax.models.detr import MHAttentionMap, postprocess_detr
+from seg_jax.models.transformer import sine_position_encoding
+
+TINY = dict(num_classes=3, num_queries=5, d_model=16, num_heads=2, num_encoder_layers=1,
+            num_decoder_layers=2, dim_feedforward=32, backbone_depth=18, backbone_width=0.125,
+            with_masks=True)
+SIZE = 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture(scope="module")
+def model_and_variables():
+  """Model, variables and the initial forward pass (one compilation for both)."""
+  model = get_model("detr", **TINY)
+  images = jax.random.normal(jax.random.key(2), (2, SIZE, SIZE, 3))
+  pad = jnp.zeros((2, SIZE, SIZE), bool).at[1, :, 40:].set(True)
+  out, variables = jax.jit(model.init_with_output)(jax.random.key(0), images, pad)
+  return model, variables, out
+
+
+def test_sine_position_encoding_matches_loops():
+  pad = np.zeros((1, 3, 4), bool)
+  pad[0, :, 3] = True  # last column is padding
+  pad[0, 2, :] = True
+  feats = 6
+  got = np.asarray(sine_position_encoding(jnp.asarray(pad), feats))
+  assert got.shape == (1, 3, 4, 2 * feats)
+  not_pad = ~pad[0]
+  for i in range(3):
+    for j in range(4):
+      y = not_pad[:i + 1, j].sum() / (not_pad[:, j].sum() + 1e-6) * 2 * math.pi
+      x = not_pad[i, :j + 1].sum() / (not_pad[i, :].sum() + 1e-6) * 2 * math.pi
+      for half, coord in enumerate((y, x)):
+        for k in range(feats):
+          angle = coord / 10000 ** (2 * (k // 2) / feats)
+          want = math.sin(angle) if k % 2 == 0 else math.cos(angle)
+          np.testing.assert_allclose(got[0, i, j, half * feats + k], want, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_map_ignores_padding_and_normalises_jointly():
+  rng = np.random.default_rng(0)
+  q = jnp.asarray(rng.normal(size=(2, 3, 8)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(2, 4, 5, 8)), jnp.float32)
+  pad = np.zeros((2, 4, 5), bool)
+  pad[1, :, 3:] = True
+  module = MHAttentionMap(hidden_dim=8, num_heads=2)
+  weights = module.apply(module.init(jax.random.key(1), q, k), q, k, jnp.asarray(pad))
+  assert weights.shape == (2, 3, 2, 4, 5)
+  np.testing.assert_allclose(weights.sum((2, 3, 4)), 1.0, rtol=1e-5)  # over heads and pixels
+  assert float(jnp.abs(weights[1, :, :, :, 3:]).max()) == 0.0
+
+
+def test_forward_shapes_and_postprocess(model_and_variables):
+  _, _, out = model_and_variables
+  q, c = TINY["num_queries"], TINY["num_classes"] + 1
+  assert out["pred_logits"].shape == (2, q, c) and out["pred_boxes"].shape == (2, q, 4)
+  assert out["aux_logits"].shape == (1, 2, q, c) and out["aux_boxes"].shape == (1, 2, q, 4)
+  assert out["pred_masks"].shape == (2, q, SIZE // 4, SIZE // 4)
+  assert float(out["pred_boxes"].min()) >= 0 and float(out["pred_boxes"].max()) <= 1
+  det = jax.jit(postprocess_detr, static_argnums=1)(out, (SIZE, 2 * SIZE))
+  scores = np.asarray(det["scores"])
+  assert np.all(np.diff(scores, axis=1) <= 0)
+  probs = np.asarray(jax.nn.softmax(out["pred_logits"], -1))[..., :-1]
+  best = np.argmax(probs.max(-1), axis=1)
+  cx, cy, w, h = np.asarray(out["pred_boxes"])[np.arange(2), best].T
+  want = np.stack([(cx - w / 2) * 2 * SIZE, (cy - h / 2) * SIZE,
+                   (cx + w / 2) * 2 * SIZE, (cy + h / 2) * SIZE], -1)
+  np.testing.assert_allclose(det["boxes"][:, 0], want, rtol=1e-5, atol=1e-4)
+  np.testing.assert_array_equal(det["classes"][:, 0], probs[np.arange(2), best].argmax(-1))
+  assert det["masks"].shape == (2, q, SIZE, 2 * SIZE)
+
+
+def _toy_batch():
+  boxes = np.array([[[8, 8, 40, 30], [0, 0, 0, 0]], [[20, 12, 60, 60], [4, 30, 20, 50]]],
+                   np.float32)
+  valid = np.array([[True, False], [True, True]])
+  masks = np.zeros((2, 2, SIZE, SIZE), np.uint8)
+  for b in range(2):
+    for i in range(2):
+      if valid[b, i]:
+        x1, y1, x2, y2 = boxes[b, i].astype(int)
+        masks[b, i, y1:y2, x1:x2] = 1
+  images = np.asarray(jax.random.normal(jax.random.key(3), (2, SIZE, SIZE, 3)))
+  return {"image": images, "boxes": boxes, "classes": np.array([[1, 0], [2, 0]], np.int32),
+          "box_valid": valid, "instance_masks": masks}
+
+
+def test_gradients_reach_every_part_and_a_few_steps_reduce_the_loss(model_and_variables):
+  model, variables, _ = model_and_variables
+  batch = _toy_batch()
+  tx = optax.adam(1e-3)
+
+  def loss_fn(params, rng):
+    out = model.apply({**variables, "params": params}, batch["image"], train=True,
+                      rngs={"dropout": rng})
+    return detr_loss(out, batch)[0]
+
+  @jax.jit
+  def step(params, opt_state, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(params, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, grads
+
+  params = variables["params"]
+  opt_state = tx.init(params)
+  losses = []
+  for i in range(4):
+    params, opt_state, loss, grads = step(params, opt_state, jax.random.key(i))
+    losses.append(float(loss))
+    if i == 0:
+      for part in ("backbone", "input_proj", "transformer", "class_embed", "bbox_embed",
+                   "query_embed", "bbox_attention", "mask_head"):
+        norm = optax.global_norm(grads[part])
+        assert np.isfinite(float(norm)) and float(norm) > 0, part
+  assert np.all(np.isfinite(losses))
+  assert losses[-1] < losses[0], losses
+
+
+def test_bad_input_raises(model_and_variables):
+  model, variables, _ = model_and_variables
+  with pytest.raises(ValueError, match="pad_mask"):
+    model.apply(variables, jnp.zeros((2, SIZE, SIZE, 3)), jnp.zeros((2, 8, 8), bool))
+  with pytest.raises(ValueError, match="feature_level"):
+    model.clone(feature_level="c2").apply(variables, jnp.zeros((2, SIZE, SIZE, 3)))
+

@@ -1,0 +1,127 @@
+"""ResNet backbone: torchvision structure (parameter counts, key mapping), frozen BN."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seg_jax.models.resnet import (Bottleneck, FrozenBatchNorm, ResNet,
+                                   resnet_params_from_torchvision)
+
+# torchvision parameter counts without the 1000-way fc layer (weights + BN affine).
+TORCHVISION_COUNTS = {18: 11_689_512 - 513_000, 50: 25_557_032 - 2_049_000}
+
+
+def _shapes(model, size=64):
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_parameter_count_matches_torchvision(depth):
+  variables = _shapes(ResNet(depth=depth, frozen_bn=True))
+  stats = variables["batch_stats"]
+  affine = _count(jax.tree_util.tree_map_with_path(
+      lambda p, x: x if p[-1].key in ("scale", "bias") else np.zeros(0), stats))
+  assert _count(variables["params"]) + affine == TORCHVISION_COUNTS[depth]
+  trainable = _shapes(ResNet(depth=depth, frozen_bn=False))
+  assert _count(trainable["params"]) == TORCHVISION_COUNTS[depth]
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_feature_strides_and_channels(depth):
+  model = ResNet(depth=depth, width=0.25)
+  shapes = jax.eval_shape(lambda: model.apply(
+      model.init(jax.random.key(0), jnp.zeros((1, 64, 96, 3))), jnp.zeros((2, 64, 96, 3))))
+  expansion = 4 if depth >= 50 else 1
+  for i, key in enumerate(("c2", "c3", "c4", "c5")):
+    stride = 4 * 2 ** i
+    assert shapes[key].shape == (2, 64 // stride, 96 // stride, 16 * 2 ** i * expansion)
+  assert model.stage_channels() == tuple(16 * 2 ** i * expansion for i in range(4))
+
+
+def _torchvision_keys(depth):
+  """torchvision ResNet state-dict keys and shapes, written out from its architecture."""
+  blocks = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]
+  bottleneck = depth >= 50
+  keys = {"conv1.weight": (64, 3, 7, 7)}
+
+  def bn(prefix, c):
+    for name in ("weight", "bias", "running_mean", "running_var"):
+      keys[f"{prefix}.{name}"] = (c,)
+    keys[f"{prefix}.num_batches_tracked"] = ()
+
+  bn("bn1", 64)
+  cin = 64
+  for stage, n in enumerate(blocks):
+    planes = 64 * 2 ** stage
+    for i in range(n):
+      p = f"layer{stage + 1}.{i}"
+      cout = planes * (4 if bottleneck else 1)
+      if bottleneck:
+        convs = [(planes, cin, 1), (planes, planes, 3), (cout, planes, 1)]
+      else:
+        convs = [(planes, cin, 3), (planes, planes, 3)]
+      for j, (o, c, k) in enumerate(convs):
+        keys[f"{p}.conv{j + 1}.weight"] = (o, c, k, k)
+        bn(f"{p}.bn{j + 1}", o)
+      if i == 0 and (stage > 0 or cin != cout):
+        keys[f"{p}.downsample.0.weight"] = (cout, cin, 1, 1)
+        bn(f"{p}.downsample.1", cout)
+      cin = cout
+  keys["fc.weight"], keys["fc.bias"] = (1000, cin), (1000,)
+  return keys
+
+
+@pytest.mark.parametrize("depth,frozen", [(18, True), (50, False)])
+def test_torchvision_import_covers_every_variable(depth, frozen):
+  rng = np.random.default_rng(0)
+  state = {k: rng.normal(size=s).astype(np.float32) for k, s in _torchvision_keys(depth).items()}
+  converted = resnet_params_from_torchvision(state, frozen_bn=frozen)
+  expected = _shapes(ResNet(depth=depth, frozen_bn=frozen))
+  got_shapes = jax.tree_util.tree_map(lambda x: x.shape, converted)
+  want_shapes = jax.tree_util.tree_map(lambda x: x.shape, dict(expected))
+  assert got_shapes == want_shapes
+  kernel = converted["params"]["layer2_0"]["downsample_0"]["kernel"]
+  np.testing.assert_array_equal(kernel, state["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+
+
+def test_frozen_batch_norm_is_constant_affine():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 3, 4)), jnp.float32)
+  stats = {"scale": jnp.array([1.0, 2.0, 3.0, 4.0]), "bias": jnp.array([0.0, 1.0, 0.0, -1.0]),
+           "mean": jnp.array([0.5, 0.0, -1.0, 2.0]), "var": jnp.array([1.0, 4.0, 0.25, 9.0])}
+  y, updates = FrozenBatchNorm().apply({"batch_stats": stats}, x, mutable=["batch_stats"])
+  want = (x - stats["mean"]) / jnp.sqrt(stats["var"] + 1e-5) * stats["scale"] + stats["bias"]
+  np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-5, atol=1e-5)
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, updates["batch_stats"],
+                                                       stats))
+
+
+def test_trainable_batch_norm_updates_and_gradients():
+  # One bottleneck block (not a whole ResNet) keeps the compile short.
+  block = Bottleneck(4, stride=2, downsample=True, frozen_bn=False)
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8, 6)), jnp.float32)
+  # An 'rbg' key: threefry initialisers compile ~10x slower on CPU (see report).
+  variables = jax.jit(block.init)(jax.random.key(0, impl="rbg"), x)
+
+  def loss(params):
+    out, updates = block.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                               train=True, mutable=["batch_stats"])
+    return jnp.mean(out ** 2), updates
+
+  grads, updates = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+  # bn3 starts at zero scale (residual branch = identity at init), so its scale and the
+  # shortcut get gradients while the branch's convs do not yet.
+  assert float(jnp.abs(grads["bn3"]["scale"]).sum()) > 0
+  assert float(jnp.abs(grads["downsample_0"]["kernel"]).sum()) > 0
+  before = variables["batch_stats"]["bn1"]["mean"]
+  assert not np.allclose(updates["batch_stats"]["bn1"]["mean"], before)
+
+
+def test_bad_depth():
+  with pytest.raises(ValueError, match="depth"):
+    ResNet(depth=20).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
