@@ -3,7 +3,7 @@
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import configs
@@ -16,6 +16,8 @@ flags.mark_flag_as_required("config")
 
 
 def main(argv):
+  if not flags.FLAGS["verbosity"].present:  # orbax and TFDS are chatty at INFO
+    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from seg_jax.training import loop  # pylint: disable=g-import-not-at-top

@@ -18,7 +18,7 @@ import shlex
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import configs
@@ -183,6 +183,8 @@ def _wrap(text: str, size: int) -> list[str]:
 
 
 def main(argv):
+  if not flags.FLAGS["verbosity"].present:  # orbax and TFDS are chatty at INFO
+    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config_arg = flags.FLAGS["config"].config_filename

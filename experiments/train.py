@@ -7,7 +7,7 @@ or a path; ``--config.a.b=value`` overrides fields; ``--workdir`` defaults to
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import configs
@@ -19,6 +19,8 @@ flags.mark_flag_as_required("config")
 
 
 def main(argv):
+  if not flags.FLAGS["verbosity"].present:  # orbax and TFDS are chatty at INFO
+    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from seg_jax.training import loop  # pylint: disable=g-import-not-at-top

@@ -1,13 +1,18 @@
 """The 2-D convolution every seg_jax layer uses (NHWC activations, HWIO kernels).
 
-Why this is not just ``lax.conv_general_dilated``: XLA's CPU backend computes the *kernel*
-gradient of a convolution (a "convolution" whose kernel is the whole output gradient) several
-times slower than the forward pass, which made CPU training steps ~5x slower than PyTorch's.
-On CPU, :func:`conv2d` therefore uses a ``custom_vjp`` whose kernel gradient is one large GEMM
-over an im2col view of the input (``dK = cols(x)^T @ dy``), the shape of work the CPU matmul
-runs near its peak. The forward pass and the input gradient stay XLA's native convolutions,
-and on GPU/TPU nothing changes. ``SEG_JAX_CONV_IMPL=native|gemm|auto`` (default ``auto``:
-``gemm`` on CPU) overrides the choice; both give the same numbers (see tests/ops/test_conv.py).
+Why this is not just ``lax.conv_general_dilated``: some of XLA's CPU convolution
+*gradients* are far slower than the forward pass. On CPU, :func:`conv2d` can therefore use a
+``custom_vjp`` whose kernel gradient is one GEMM over an im2col view of the input
+(``dK = cols(x)^T @ dy``) and whose input gradient is one GEMM plus col2im
+(``dx = col2im(dy @ K^T)``). Which pass uses a GEMM is chosen per shape (``auto``, the CPU
+default; see ``_gemm_passes`` for the measured rule): mainly large kernels on small maps
+(FCN's 7x7 fc6, whose native input gradient took ~50x longer) and RGB first layers; 3x3
+convolutions on large maps stay native, where the 9x im2col copy costs more than it saves.
+``SEG_JAX_CONV_IMPL=native|gemm|auto`` overrides the choice; all give the same numbers
+(tests/ops/test_conv_gradient.py). On GPU/TPU ``auto`` is ``native``.
+
+:func:`conv_transpose_subpixel` computes a transposed convolution as an ordinary
+convolution plus a depth-to-space shuffle (no zero-inserted input).
 """
 
 from __future__ import annotations
@@ -49,17 +54,38 @@ def normalize_padding(padding: Padding) -> Union[str, tuple[tuple[int, int], tup
     return ((padding[0], padding[0]), (padding[1], padding[1]))
   if len(padding) == 2 and all(len(p) == 2 for p in padding):
     return tuple((int(a), int(b)) for a, b in padding)
-  raise ValueError(f"padding must be 'SAME', 'VALID', an int, (ph, pw) or ((t, b), (l, r)); got {padding!r}")
+  raise ValueError(f"padding must be 'SAME', 'VALID', an int, (ph, pw) or ((t, b), (l, r)); "
+                   f"got {padding!r}")
 
 
 def conv_implementation() -> str:
-  """The implementation :func:`conv2d` uses for the current default backend."""
+  """'native', 'gemm' or 'auto' (per-shape choice, CPU only) for the current backend."""
   choice = os.environ.get("SEG_JAX_CONV_IMPL", "auto").lower()
   if choice not in _IMPLEMENTATIONS:
     raise ValueError(f"SEG_JAX_CONV_IMPL must be one of {_IMPLEMENTATIONS}, got {choice!r}")
-  if choice == "auto":
-    return "gemm" if jax.default_backend() == "cpu" else "native"
+  if choice == "auto" and jax.default_backend() != "cpu":
+    return "native"
   return choice
+
+
+# Measured on 2 CPU cores (XLA 0.10): the native kernel gradient beats the im2col GEMM
+# for 3x3 convolutions on large maps (the 9x im2col copy costs more than it saves), the
+# GEMM wins ~3x for an RGB first layer and ~2x for large kernels; XLA's native *input*
+# gradient of a large kernel on a small map (FCN's 7x7 fc6) is ~50x slower than a GEMM.
+_COL2IM_MAX_BYTES = 256 * 2**20
+
+
+def _gemm_passes(implementation, x_shape, kernel_shape, out_shape) -> tuple[bool, bool]:
+  """(kernel gradient as GEMM, input gradient as GEMM) for one convolution."""
+  kh, kw, cin, _ = kernel_shape
+  large_kernel = kh * kw > 9
+  cols_bytes = 4 * out_shape[0] * out_shape[1] * out_shape[2] * kh * kw * cin
+  small_cols = cols_bytes <= _COL2IM_MAX_BYTES
+  if implementation == "gemm":
+    return True, large_kernel and small_cols
+  if implementation == "auto":
+    return (cin <= 4 or large_kernel) and small_cols, large_kernel and small_cols
+  return False, False
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = 0, dilation=1,
@@ -71,10 +97,12 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = 0, d
     kernel: ``(kh, kw, Cin // groups, Cout)``.
     stride, dilation: int or pair.
     padding: 'SAME', 'VALID', int, pair, or explicit ((t, b), (l, r)).
-    implementation: 'native' or 'gemm' (see the module docstring); default from the backend.
+    implementation: 'native', 'gemm' or 'auto' (see the module docstring); default from
+      ``SEG_JAX_CONV_IMPL`` and the backend. All give the same numbers.
   """
   if x.ndim != 4 or kernel.ndim != 4:
-    raise ValueError(f"conv2d expects x (N,H,W,C) and kernel (kh,kw,cin,cout); got {x.shape} and {kernel.shape}")
+    raise ValueError(f"conv2d expects x (N,H,W,C) and kernel (kh,kw,cin,cout); "
+                     f"got {x.shape} and {kernel.shape}")
   if x.shape[-1] != kernel.shape[2] * feature_group_count:
     raise ValueError(f"conv2d: input has {x.shape[-1]} channels but kernel expects "
                      f"{kernel.shape[2] * feature_group_count}")
@@ -88,8 +116,16 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = 0, d
     pads = tuple(lax.padtype_to_pads(x.shape[1:3], dilated, strides, pads))
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
   implementation = implementation or conv_implementation()
-  if implementation == "gemm" and feature_group_count == 1:
-    return _conv_gemm_backward(x, kernel, strides, pads, dilation)
+  if implementation not in _IMPLEMENTATIONS:
+    raise ValueError(f"conv2d implementation must be one of {_IMPLEMENTATIONS}, "
+                     f"got {implementation!r}")
+  if (implementation != "native" and feature_group_count == 1
+      and min(min(p) for p in pads) >= 0):
+    out_shape = jax.eval_shape(
+        lambda a, b: _native_conv(a, b, strides, pads, dilation), x, kernel).shape
+    gemm_dk, gemm_dx = _gemm_passes(implementation, x.shape, kernel.shape, out_shape)
+    if gemm_dk or gemm_dx:
+      return _conv_gemm_backward(x, kernel, strides, pads, dilation, gemm_dk, gemm_dx)
   return _native_conv(x, kernel, strides, pads, dilation, feature_group_count)
 
 
@@ -124,21 +160,88 @@ def kernel_gradient_gemm(x: jax.Array, dy: jax.Array, kernel_shape, strides, pad
   return grad.reshape(kh, kw, cin, cout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_gemm_backward(x, kernel, strides, pads, dilation):
+def input_gradient_gemm(dy: jax.Array, kernel: jax.Array, x_shape, strides, pads,
+                        dilation) -> jax.Array:
+  """``dL/dx`` of :func:`conv2d` as one GEMM ``dy @ K^T`` (the column gradient) followed by
+  col2im: each kernel tap's column block is placed, strided, into the padded input and
+  summed. Meant for large kernels on small maps, where XLA's native gradient is slow."""
+  kh, kw, cin, cout = kernel.shape
+  (sh, sw), (dh, dw) = strides, dilation
+  n, ho, wo, _ = dy.shape
+  hp, wp = x_shape[1] + pads[0][0] + pads[0][1], x_shape[2] + pads[1][0] + pads[1][1]
+  dcols = lax.dot_general(dy.reshape(n * ho * wo, cout), kernel.reshape(kh * kw * cin, cout),
+                          (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+  dcols = dcols.astype(dy.dtype).reshape(n, ho, wo, kh, kw, cin)
+  zero = jnp.zeros((), dy.dtype)
+  padded = None
+  for a in range(kh):
+    for b in range(kw):
+      top, left = a * dh, b * dw
+      placed = lax.pad(dcols[:, :, :, a, b, :], zero,
+                       ((0, 0, 0), (top, hp - top - (ho - 1) * sh - 1, sh - 1),
+                        (left, wp - left - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
+      padded = placed if padded is None else padded + placed
+  return lax.slice(padded, (0, pads[0][0], pads[1][0], 0),
+                   (n, pads[0][0] + x_shape[1], pads[1][0] + x_shape[2], cin))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv_gemm_backward(x, kernel, strides, pads, dilation, gemm_dk, gemm_dx):
   return _native_conv(x, kernel, strides, pads, dilation)
 
 
-def _conv_gemm_forward(x, kernel, strides, pads, dilation):
+def _conv_gemm_forward(x, kernel, strides, pads, dilation, gemm_dk, gemm_dx):
   return _native_conv(x, kernel, strides, pads, dilation), (x, kernel)
 
 
-def _conv_gemm_backward_pass(strides, pads, dilation, residuals, dy):
+def _conv_gemm_backward_pass(strides, pads, dilation, gemm_dk, gemm_dx, residuals, dy):
   x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x_: _native_conv(x_, kernel, strides, pads, dilation), x)
-  (dx,) = input_vjp(dy)
-  dk = kernel_gradient_gemm(x, dy, kernel.shape, strides, pads, dilation)
+  if gemm_dx:
+    dx = input_gradient_gemm(dy, kernel, x.shape, strides, pads, dilation).astype(x.dtype)
+  else:
+    _, input_vjp = jax.vjp(lambda x_: _native_conv(x_, kernel, strides, pads, dilation), x)
+    (dx,) = input_vjp(dy)
+  if gemm_dk:
+    dk = kernel_gradient_gemm(x, dy, kernel.shape, strides, pads, dilation)
+  else:
+    _, kernel_vjp = jax.vjp(lambda k_: _native_conv(x, k_, strides, pads, dilation), kernel)
+    (dk,) = kernel_vjp(dy)
   return dx, dk.astype(kernel.dtype)
 
 
 _conv_gemm_backward.defvjp(_conv_gemm_forward, _conv_gemm_backward_pass)
+
+
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: tuple[int, int],
+                            padding: tuple[int, int],
+                            output_padding: tuple[int, int] = (0, 0)) -> jax.Array:
+  """PyTorch's ``conv_transpose2d`` (dilation 1, NHWC, kernel ``(kh, kw, Cin, Cout)``) as a
+  *sub-pixel* convolution: one ordinary :func:`conv2d` with ``s_h*s_w*Cout`` outputs, then a
+  depth-to-space shuffle and a crop.
+
+  Why: output phase ``r`` of ``y[s*q + r]`` only sees the kernel taps ``s*t + r``, so
+  ``y[s*q + r] = sum_t x[q - t] kernel[s*t + r]``, a small dense convolution per phase. The
+  lhs-dilated convolution computes the same thing on an input that is mostly inserted
+  zeros (``s_h*s_w`` times the work), and XLA's CPU gradients of it are slow. For
+  ``kernel == stride`` (U-Net's 2x2/2) it is a single GEMM. Arguments are validated by
+  :func:`seg_jax.ops.conv_transpose`, which calls this.
+  """
+  (sh, sw), (ph, pw), (oph, opw) = stride, padding, output_padding
+  kh, kw, cin, cout = kernel.shape
+  n, h, w, _ = x.shape
+  th, tw = -(-kh // sh), -(-kw // sw)  # taps per phase, ceil(k / s)
+  padded = jnp.pad(kernel, ((0, sh * th - kh), (0, sw * tw - kw), (0, 0), (0, 0)))
+  # kernel[s*t + r] -> (t, r); correlation needs the taps in reverse order of t.
+  phases = padded.reshape(th, sh, tw, sw, cin, cout)[::-1, :, ::-1]
+  phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(th, tw, cin, sh * sw * cout)
+  z = conv2d(x, phases.astype(x.dtype), padding=((th - 1, th - 1), (tw - 1, tw - 1)))
+  qh, qw = h + th - 1, w + tw - 1
+  full = z.reshape(n, qh, qw, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
+  full = full.reshape(n, qh * sh, qw * sw, cout)
+  out_h = (h - 1) * sh - 2 * ph + kh + oph
+  out_w = (w - 1) * sw - 2 * pw + kw + opw
+  # Rows past the full extent (possible with output_padding) receive no input: zeros.
+  extra = ((0, 0), (0, max(0, ph + out_h - qh * sh)), (0, max(0, pw + out_w - qw * sw)), (0, 0))
+  if any(e[1] for e in extra):
+    full = jnp.pad(full, extra)
+  return full[:, ph:ph + out_h, pw:pw + out_w, :]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax.ops.conv import DIMENSION_NUMBERS
+from seg_jax.ops.conv import DIMENSION_NUMBERS, conv_implementation, conv_transpose_subpixel
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -140,7 +140,7 @@ def conv_transpose_output_size(size: int, kernel_size: int, stride: int, padding
 
 def conv_transpose(x: jax.Array, kernel: jax.Array, *, stride: IntOrPair,
                    padding: IntOrPair, output_padding: IntOrPair = 0,
-                   dilation: IntOrPair = 1) -> jax.Array:
+                   dilation: IntOrPair = 1, implementation: str | None = None) -> jax.Array:
   """Transposed convolution, exactly PyTorch's ``conv_transpose2d`` (NHWC in and out).
 
   Args:
@@ -158,7 +158,10 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, *, stride: IntOrPair,
 
   This is *not* ``flax.linen.ConvTranspose`` (which neither flips the kernel nor uses
   PyTorch's padding); it is one ``lax.conv_general_dilated`` call on the stride-dilated
-  input with the spatially flipped kernel.
+  input with the spatially flipped kernel (``implementation='dilated'``). On CPU the default
+  is ``'subpixel'`` (:func:`seg_jax.ops.conv.conv_transpose_subpixel`, same numbers, no
+  multiplications by inserted zeros; ~2x faster U-Net training) unless ``dilation > 1`` or
+  ``SEG_JAX_CONV_IMPL=native``.
   """
   if x.ndim != 4 or kernel.ndim != 4:
     raise ValueError(f"conv_transpose expects x (N,H,W,C) and kernel (kh,kw,cin,cout); "
@@ -185,6 +188,13 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, *, stride: IntOrPair,
     # Correlating the stride-dilated input with the flipped kernel: the full overlap needs
     # d*(k-1) zeros on each side; PyTorch's padding crops p of them, output_padding adds.
     pads.append((d * (k - 1) - p, d * (k - 1) - p + op))
+  if implementation is None:
+    implementation = "dilated" if conv_implementation() == "native" else "subpixel"
+  if implementation not in ("dilated", "subpixel"):
+    raise ValueError(f"conv_transpose implementation must be 'dilated' or 'subpixel', "
+                     f"got {implementation!r}")
+  if implementation == "subpixel" and dilation == (1, 1):
+    return conv_transpose_subpixel(x, kernel.astype(x.dtype), stride, padding, output_padding)
   flipped = kernel[::-1, ::-1].astype(x.dtype)
   return jax.lax.conv_general_dilated(
       x, flipped, window_strides=(1, 1), padding=pads, lhs_dilation=stride,

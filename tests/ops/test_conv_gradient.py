@@ -8,12 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seg_jax.ops.conv import conv2d, conv_implementation, kernel_gradient_gemm
+from seg_jax.ops.conv import (_gemm_passes, conv2d, conv_implementation,
+                             conv_transpose_subpixel, input_gradient_gemm, kernel_gradient_gemm)
 
 CASES = [  # stride, padding, dilation, kernel size
     (1, 1, 1, (3, 3)), (2, 0, 1, (3, 3)), (2, "SAME", 2, (3, 3)), (1, "VALID", 1, (1, 1)),
     (3, ((1, 2), (0, 1)), 1, (2, 3)), (2, 2, 3, (5, 5)), ((1, 2), (0, 1), (2, 1), (3, 2)),
-    (2, 1, 1, (4, 4)), (1, 100, 1, (3, 3)),
+    (2, 1, 1, (4, 4)), (1, 100, 1, (3, 3)), (1, "VALID", 1, (7, 7)), (2, 2, 1, (5, 5)),
+    ((2, 3), ((3, 1), (0, 2)), (1, 2), (5, 4)),
 ]
 
 
@@ -29,13 +31,15 @@ def test_gemm_gradients_equal_native(stride, padding, dilation, ksize):
   x = jax.random.normal(keys[0], (2, 11, 13, 3))
   kernel = jax.random.normal(keys[1], (*ksize, 3, 4))
   grads = {}
-  for impl in ("native", "gemm"):
+  for impl in ("native", "gemm", "auto"):
     fn = jax.jit(jax.value_and_grad(_loss, argnums=(0, 1)), static_argnums=(2, 3, 4, 5))
     grads[impl] = fn(x, kernel, impl, stride, padding, dilation)
-  (v_native, (dx_native, dk_native)), (v_gemm, (dx_gemm, dk_gemm)) = grads["native"], grads["gemm"]
-  np.testing.assert_allclose(v_gemm, v_native, rtol=1e-6)
-  np.testing.assert_allclose(dx_gemm, dx_native, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dk_gemm, dk_native, rtol=1e-5, atol=1e-4)
+  v_native, (dx_native, dk_native) = grads["native"]
+  for impl in ("gemm", "auto"):
+    v_gemm, (dx_gemm, dk_gemm) = grads[impl]
+    np.testing.assert_allclose(v_gemm, v_native, rtol=1e-6)
+    np.testing.assert_allclose(dx_gemm, dx_native, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dk_gemm, dk_native, rtol=1e-5, atol=1e-4)
 
 
 def test_kernel_gradient_matches_numpy_loop():
@@ -57,7 +61,8 @@ def test_kernel_gradient_matches_numpy_loop():
 def test_bfloat16_inputs_keep_kernel_dtype_and_implementation_choice(monkeypatch):
   x = jnp.ones((1, 5, 5, 2), jnp.bfloat16)
   kernel = jnp.ones((3, 3, 2, 2), jnp.bfloat16)
-  dk = jax.grad(lambda k: conv2d(x, k, padding=1, implementation="gemm").sum().astype(jnp.float32))(kernel)
+  loss = lambda k: conv2d(x, k, padding=1, implementation="gemm").sum().astype(jnp.float32)
+  dk = jax.grad(loss)(kernel)
   assert dk.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(dk, np.float32)[1, 1], 25.0)
   monkeypatch.setenv("SEG_JAX_CONV_IMPL", "native")
@@ -65,3 +70,54 @@ def test_bfloat16_inputs_keep_kernel_dtype_and_implementation_choice(monkeypatch
   monkeypatch.setenv("SEG_JAX_CONV_IMPL", "fast")
   with pytest.raises(ValueError, match="SEG_JAX_CONV_IMPL"):
     conv_implementation()
+
+
+def test_input_gradient_matches_numpy_loop():
+  rng = np.random.default_rng(1)
+  x_shape, stride, pad, dil, (kh, kw) = (2, 9, 8, 3), (2, 1), ((1, 2), (0, 3)), (1, 2), (5, 3)
+  ho = (9 + 3 - dil[0] * (kh - 1) - 1) // stride[0] + 1
+  wo = (8 + 3 - dil[1] * (kw - 1) - 1) // stride[1] + 1
+  kernel = rng.normal(size=(kh, kw, 3, 4)).astype(np.float32)
+  dy = rng.normal(size=(2, ho, wo, 4)).astype(np.float32)
+  padded = np.zeros((2, 9 + 3, 8 + 3, 3))
+  for a, b, i, j in itertools.product(range(kh), range(kw), range(ho), range(wo)):
+    row, col = i * stride[0] + a * dil[0], j * stride[1] + b * dil[1]
+    padded[:, row, col] += dy[:, i, j] @ kernel[a, b].T
+  expected = padded[:, 1:10, 0:8]
+  got = input_gradient_gemm(jnp.asarray(dy), jnp.asarray(kernel), x_shape, stride, pad, dil)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_uses_gemm_only_where_it_pays():
+  assert _gemm_passes("auto", (4, 11, 11, 256), (7, 7, 256, 64), (4, 5, 5, 64)) == (True, True)
+  assert _gemm_passes("auto", (4, 64, 64, 3), (3, 3, 3, 32), (4, 64, 64, 32)) == (True, False)
+  assert _gemm_passes("auto", (4, 128, 128, 64), (3, 3, 64, 32), (4, 128, 128, 32)) == (
+      False, False)
+  assert _gemm_passes("native", (4, 11, 11, 256), (7, 7, 256, 64), (4, 5, 5, 64)) == (
+      False, False)
+
+
+SUBPIXEL_CASES = [  # spatial, kernel, stride, padding, output_padding
+    ((5, 6), (2, 2), (2, 2), (0, 0), (0, 0)), ((5, 6), (4, 4), (2, 2), (1, 1), (0, 0)),
+    ((3, 4), (16, 16), (8, 8), (4, 4), (0, 0)), ((5, 6), (3, 2), (2, 3), (1, 1), (1, 2)),
+    ((4, 4), (3, 3), (1, 1), (1, 1), (0, 0)), ((3, 3), (5, 5), (3, 2), (2, 0), (2, 1)),
+    ((4, 4), (1, 1), (2, 2), (0, 0), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("spatial,ksize,stride,padding,output_padding", SUBPIXEL_CASES)
+def test_subpixel_transposed_conv_matches_scatter_loop(spatial, ksize, stride, padding,
+                                                       output_padding):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(2, *spatial, 3)).astype(np.float32)
+  kernel = rng.normal(size=(*ksize, 3, 2)).astype(np.float32)
+  full = np.zeros((2, (spatial[0] - 1) * stride[0] + ksize[0] + output_padding[0],
+                   (spatial[1] - 1) * stride[1] + ksize[1] + output_padding[1], 2))
+  for h, w, a, b in itertools.product(range(spatial[0]), range(spatial[1]), range(ksize[0]),
+                                      range(ksize[1])):
+    full[:, h * stride[0] + a, w * stride[1] + b] += x[:, h, w] @ kernel[a, b]
+  expected = full[:, padding[0]:full.shape[1] - padding[0],
+                  padding[1]:full.shape[2] - padding[1]]
+  got = conv_transpose_subpixel(jnp.asarray(x), jnp.asarray(kernel), stride, padding,
+                                output_padding)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

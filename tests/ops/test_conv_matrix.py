@@ -197,7 +197,8 @@ def test_conv_transpose_is_one_conv_like_lax_conv_transpose():
   rng = np.random.default_rng(7)
   x = jnp.asarray(rng.normal(size=(2, 6, 5, 4)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(4, 3, 4, 3)), jnp.float32)
-  fn = functools.partial(conv_transpose, stride=2, padding=1, output_padding=1)
+  fn = functools.partial(conv_transpose, stride=2, padding=1, output_padding=1,
+                         implementation="dilated")
   jaxpr = jax.make_jaxpr(fn)(x, kernel).jaxpr
   prims = [eqn.primitive.name for eqn in jaxpr.eqns]
   assert prims.count("conv_general_dilated") == 1

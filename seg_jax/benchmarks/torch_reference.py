@@ -1,0 +1,146 @@
+"""PyTorch eager twins of seg_jax's U-Net and FCN-32s/16s/8s, for side-by-side timing only.
+
+Imported only when ``torch`` is available (never a requirement of seg_jax). The networks
+mirror :mod:`seg_jax.models.unet` (same padding, BatchNorm, 2x2 transposed-conv upsampling,
+``concat([skip, up])``) and :mod:`seg_jax.models.fcn` (VGG-16 with conv1_1 padded by 100,
+ceil-mode pooling, 7x7 fc6, bilinear transposed-conv upsampling, reference crop offsets,
+frozen final upsampling), with the same ``width`` multiplier. Initial values differ.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+STAGE_LAYERS_16 = (2, 2, 3, 3, 3)
+STAGE_CHANNELS = (64, 128, 256, 512, 512)
+
+
+def _scaled(channels: int, width: float) -> int:
+  return max(1, int(round(channels * width)))
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+  return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout, momentum=0.1),
+          nn.ReLU(inplace=True)]
+
+
+class UNet(nn.Module):
+  """Same-padded U-Net with BatchNorm and transposed-conv upsampling (NCHW)."""
+
+  def __init__(self, num_classes: int, width: float = 1.0, depth: int = 4,
+               base_features: int = 64):
+    super().__init__()
+    feats = [_scaled(base_features * 2**level, width) for level in range(depth + 1)]
+    self.down = nn.ModuleList()
+    cin = 3
+    for level in range(depth):
+      self.down.append(nn.Sequential(*_conv_bn_relu(cin, feats[level]),
+                                     *_conv_bn_relu(feats[level], feats[level])))
+      cin = feats[level]
+    self.bottleneck = nn.Sequential(*_conv_bn_relu(cin, feats[depth]),
+                                    *_conv_bn_relu(feats[depth], feats[depth]))
+    self.upconv, self.up = nn.ModuleList(), nn.ModuleList()
+    cin = feats[depth]
+    for level in reversed(range(depth)):
+      self.upconv.append(nn.ConvTranspose2d(cin, feats[level], 2, stride=2))
+      self.up.append(nn.Sequential(*_conv_bn_relu(2 * feats[level], feats[level]),
+                                   *_conv_bn_relu(feats[level], feats[level])))
+      cin = feats[level]
+    self.classifier = nn.Conv2d(cin, num_classes, 1)
+    self.pool = nn.MaxPool2d(2, 2)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    skips = []
+    for block in self.down:
+      x = block(x)
+      skips.append(x)
+      x = self.pool(x)
+    x = self.bottleneck(x)
+    for upconv, block, skip in zip(self.upconv, self.up, reversed(skips)):
+      x = block(torch.cat([skip, upconv(x)], dim=1))
+    return self.classifier(x)
+
+
+def _bilinear_weight(channels: int, kernel_size: int) -> torch.Tensor:
+  factor = (kernel_size + 1) // 2
+  center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+  og = torch.arange(kernel_size, dtype=torch.float32)
+  filt = 1 - torch.abs(og - center) / factor
+  weight = torch.zeros(channels, channels, kernel_size, kernel_size)
+  weight[range(channels), range(channels)] = filt[:, None] * filt[None, :]
+  return weight
+
+
+class FCN(nn.Module):
+  """FCN-32s/16s/8s on VGG-16 with the reference Caffe geometry (NCHW)."""
+
+  def __init__(self, num_classes: int = 21, variant: str = "8s", width: float = 1.0,
+               dropout_rate: float = 0.5):
+    super().__init__()
+    self.variant = variant
+    layers, cin = [], 3
+    self.stage_ends = []
+    for stage, count in enumerate(STAGE_LAYERS_16):
+      cout = _scaled(STAGE_CHANNELS[stage], width)
+      for i in range(count):
+        layers += [nn.Conv2d(cin, cout, 3, padding=100 if (stage, i) == (0, 0) else 1),
+                   nn.ReLU(inplace=True)]
+        cin = cout
+      layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+      self.stage_ends.append(len(layers))
+    self.features = nn.Sequential(*layers)
+    hidden = _scaled(4096, width)
+    self.fc = nn.Sequential(nn.Conv2d(cin, hidden, 7), nn.ReLU(inplace=True),
+                            nn.Dropout2d(dropout_rate), nn.Conv2d(hidden, hidden, 1),
+                            nn.ReLU(inplace=True), nn.Dropout2d(dropout_rate))
+    self.score_fr = nn.Conv2d(hidden, num_classes, 1)
+    self.score_pool4 = nn.Conv2d(_scaled(512, width), num_classes, 1)
+    self.score_pool3 = nn.Conv2d(_scaled(256, width), num_classes, 1)
+    for conv in (self.score_fr, self.score_pool4, self.score_pool3):
+      nn.init.zeros_(conv.weight)
+      nn.init.zeros_(conv.bias)
+
+    def upsample(factor: int, trainable: bool) -> nn.ConvTranspose2d:
+      up = nn.ConvTranspose2d(num_classes, num_classes, 2 * factor, stride=factor, bias=False)
+      with torch.no_grad():
+        up.weight.copy_(_bilinear_weight(num_classes, 2 * factor))
+      up.weight.requires_grad_(trainable)
+      return up
+
+    final = {"32s": 32, "16s": 16, "8s": 8}[variant]
+    self.upscore2 = upsample(2, True)
+    self.upscore_pool4 = upsample(2, True)
+    self.upscore_final = upsample(final, False)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    height, width = x.shape[2:]
+    taps, h = [], x
+    start = 0
+    for end in self.stage_ends:
+      h = self.features[start:end](h)
+      taps.append(h)
+      start = end
+    pool3, pool4, pool5 = taps[2], taps[3], taps[4]
+    score = self.score_fr(self.fc(pool5))
+    if self.variant == "32s":
+      return self.upscore_final(score)[:, :, 19:19 + height, 19:19 + width]
+    up2 = self.upscore2(score)
+    s4 = self.score_pool4(pool4)[:, :, 5:5 + up2.shape[2], 5:5 + up2.shape[3]]
+    fuse = up2 + s4
+    if self.variant == "16s":
+      return self.upscore_final(fuse)[:, :, 27:27 + height, 27:27 + width]
+    up4 = self.upscore_pool4(fuse)
+    s3 = self.score_pool3(pool3)[:, :, 9:9 + up4.shape[2], 9:9 + up4.shape[3]]
+    return self.upscore_final(up4 + s3)[:, :, 31:31 + height, 31:31 + width]
+
+
+def build(name: str, *, num_classes: int, width: float) -> Optional[nn.Module]:
+  """The PyTorch twin of seg_jax model ``name``, or None if there is none."""
+  if name == "unet":
+    return UNet(num_classes, width)
+  if name in ("fcn32s", "fcn16s", "fcn8s"):
+    return FCN(num_classes, name[3:], width)
+  return None
