@@ -19,8 +19,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Train and validation images come from the same generator: scale jitter only slows
   # learning here, so keep the size and use flips.
   config.data.augmentation.scale_range = (1.0, 1.0)
-  config.batch_size = 16
-  config.num_train_steps = 1000
-  config.eval_every = 250
-  config.checkpoint_every = 500
+  # Measured: 0.919 mean IU after 2400 steps, 5 min 38 s wall including dataset generation,
+  # on 2 CPU cores (README). Smaller batches and more steps beat batch 16 / 1000 steps (0.847).
+  config.batch_size = 8
+  config.num_train_steps = 2400
+  config.log_every = 100
+  config.eval_every = 800
+  config.checkpoint_every = 800
   return shapes_base.finish(config, arg)

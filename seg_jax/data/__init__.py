@@ -5,8 +5,8 @@ stop it from probing cloud metadata servers; TensorFlow itself is imported lazil
 submodules (see ``_tf.py``), and names below resolve on first use (PEP 562).
 
 Datasets: ``shapes`` (synthetic, offline, prepared automatically), ``voc_segmentation``
-(PASCAL VOC 2012, optionally SBD ``train_aug``), ``oxford_iiit_pet`` (TFDS' own builder,
-mapped to background/pet).
+(PASCAL VOC 2012, optionally SBD ``train_aug``), ``coco_instances`` (COCO 2017 with
+instance masks), ``oxford_iiit_pet`` (TFDS' own builder, mapped to background/pet).
 """
 
 import importlib
@@ -31,6 +31,8 @@ _EXPORTS = {
     "VocSegmentation": "voc",
     "VOC_CLASS_NAMES": "voc",
     "pets_to_semantic": "pets",
+    "CocoInstances": "coco",
+    "COCO_CLASS_NAMES": "coco",
 }
 
 __all__ = sorted(_EXPORTS)

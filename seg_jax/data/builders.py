@@ -18,7 +18,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from absl import logging
 
-from seg_jax.data import pets, shapes, voc
+from seg_jax.data import coco, pets, shapes, voc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,9 @@ DATASETS: dict[str, DatasetSpec] = {
                           has_instances=True, instance_class_names=shapes.SHAPE_NAMES),
     "voc_segmentation": DatasetSpec(voc.VOC_CLASS_NAMES, "train", "validation"),
     "oxford_iiit_pet": DatasetSpec(pets.PET_CLASS_NAMES, "train", "test"),
+    "coco_instances": DatasetSpec(("background",) + coco.COCO_CLASS_NAMES, "train",
+                                  "validation", has_instances=True,
+                                  instance_class_names=coco.COCO_CLASS_NAMES),
 }
 
 
@@ -74,6 +77,8 @@ def make_builder(data_config: Any) -> tfds.core.DatasetBuilder:
     return shapes.Shapes(config=_shapes_config(builder_config), data_dir=data_dir)
   if name == "voc_segmentation":
     return voc.VocSegmentation(config=builder_config or "default", data_dir=data_dir)
+  if name == "coco_instances":
+    return coco.CocoInstances(data_dir=data_dir)
   return tfds.builder(name, config=builder_config or None, data_dir=data_dir)
 
 
@@ -94,6 +99,10 @@ def _missing_message(name: str, data_dir: str) -> str:
     return (f"VOC 2012 not found in {data_dir}: download {voc.VOC_ARCHIVE} from {voc.VOC_URL}"
             f" (train_aug also {voc.SBD_ARCHIVE} from {voc.SBD_URL}) into a folder and pass "
             "--config.data.manual_dir=<folder>")
+  if name == "coco_instances":
+    urls = ", ".join(coco.COCO_URLS.values())
+    return (f"COCO 2017 not found in {data_dir}: download {urls}, extract them into a folder "
+            "(train2017/, val2017/, annotations/) and pass --config.data.manual_dir=<folder>")
   if name == "oxford_iiit_pet":
     return (f"oxford_iiit_pet not found in {data_dir}: run `tfds build oxford_iiit_pet "
             f"--data_dir=<dir>` where the network is reachable and copy <dir> to {data_dir} "
@@ -101,7 +110,7 @@ def _missing_message(name: str, data_dir: str) -> str:
   return f"{name} not found in {data_dir}"
 
 
-_DOWNLOAD_URLS = {"voc_segmentation": voc.VOC_URL,
+_DOWNLOAD_URLS = {"voc_segmentation": voc.VOC_URL, "coco_instances": coco.COCO_URL,
                   "oxford_iiit_pet": "https://thor.robots.ox.ac.uk/~vgg/data/pets"}
 
 

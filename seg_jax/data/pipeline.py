@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seg_jax.data import augment, builders, pets
+from seg_jax.data import augment, builders, coco, pets
 from seg_jax.data._tf import tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,6 +29,7 @@ _KNOWN_SIZES = {  # used by dataset_info before a download happened
     ("voc_segmentation", "default"): {"train": 1464, "validation": 1449},
     ("voc_segmentation", "train_aug"): {"train": 10582, "validation": 1449},
     ("oxford_iiit_pet", None): {"train": 3680, "test": 3669},
+    ("coco_instances", "default"): {"train": 118287, "validation": 5000},
 }
 
 
@@ -41,12 +42,13 @@ def default_data_config(name: str = "shapes", **overrides: Any) -> ml_collection
       "data_dir": ml_collections.FieldReference(None, field_type=str),
       "manual_dir": ml_collections.FieldReference(None, field_type=str),
       "download": True,
-      "image_size": {"voc_segmentation": 512, "oxford_iiit_pet": 128}.get(name, 64),
-      "resize": "longer_side" if name == "oxford_iiit_pet" else "none",
+      "image_size": {"voc_segmentation": 512, "oxford_iiit_pet": 128,
+                     "coco_instances": 800}.get(name, 64),
+      "resize": "longer_side" if name in ("oxford_iiit_pet", "coco_instances") else "none",
       "num_classes": len(spec.class_names),
       "ignore_label": 255,
       "task": "semantic",
-      "max_instances": 8,
+      "max_instances": 100 if name == "coco_instances" else 8,
       "train_split": spec.train_split,
       "eval_split": spec.eval_split,
       "augmentation": {"scale_range": (0.5, 2.0), "flip": True, "crop": True},
@@ -74,10 +76,13 @@ def _validate(cfg) -> builders.DatasetSpec:
   return spec
 
 
-def _to_common(example: dict, name: str, instances: bool, mean, std) -> dict:
+def _to_common(example: dict, name: str, instances: bool, mean, std,
+               ignore_label: int = 255) -> dict:
   """Dataset-specific features -> ``{'image' normalised, 'label', ('masks','classes')}``."""
   if name == "oxford_iiit_pet":
     example = pets.pets_to_semantic(example)
+  if name == "coco_instances":  # crowd objects dropped; semantic map made from the objects
+    example = coco.to_common(example, ignore_label)
   image = (tf.cast(example["image"], tf.float32) / 255.0 - mean) / std
   out = {"image": image, "label": tf.cast(example["segmentation"][..., 0], tf.int32)}
   if instances:
@@ -156,7 +161,7 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
   read_config = tfds.ReadConfig(shuffle_seed=seed, options=options, try_autocache=False)
   ds = builder.as_dataset(split=shards[process_index], shuffle_files=train,
                           read_config=read_config)
-  ds = ds.map(lambda ex: _to_common(ex, cfg.name, instances, mean, std),
+  ds = ds.map(lambda ex: _to_common(ex, cfg.name, instances, mean, std, ignore),
               num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.get("cache", False):
     ds = ds.cache()

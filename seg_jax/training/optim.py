@@ -8,9 +8,11 @@ no decay on biases and normalisation parameters, i.e. on parameters with ndim <=
 first match wins; multiplier 0 freezes the parameter: ``optax.set_to_zero`` and no
 optimizer state).
 
-``config.schedule``: ``name`` ('constant' | 'cosine' | 'warmup_cosine' | 'poly'),
+``config.schedule``: ``name`` ('constant' | 'cosine' | 'warmup_cosine' | 'poly' | 'steps'),
 ``warmup_steps``, ``end_value`` (fraction of the base rate at the end), ``power`` (poly,
-0.9 as in DeepLab). Decay runs over ``config.num_train_steps``.
+0.9 as in DeepLab). Decay runs over ``config.num_train_steps``. ``steps`` (the Detectron
+recipe) multiplies the rate by ``decay_factor`` (0.1) at each of ``boundaries`` (absolute
+steps, warmup included).
 
 SGD and Adam use coupled (L2) weight decay added to the gradient, as in the FCN/SegNet
 Caffe recipes; AdamW uses decoupled decay.
@@ -53,7 +55,17 @@ def make_schedule(schedule_config, base_lr: float, total_steps: int) -> Schedule
     if not warmup:
       return decay
     return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), decay], [warmup])
-  raise ValueError(f"unknown schedule {name!r}; known: constant, cosine, warmup_cosine, poly")
+  if name == "steps":
+    factor = float(get("decay_factor", 0.1))
+    boundaries = sorted(int(b) for b in (get("boundaries", ()) or ()))
+    if any(b <= warmup for b in boundaries):
+      raise ValueError(f"schedule.boundaries {boundaries} must all exceed warmup_steps={warmup}")
+    decay = optax.piecewise_constant_schedule(base_lr, {b - warmup: factor for b in boundaries})
+    if not warmup:
+      return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), decay], [warmup])
+  raise ValueError(f"unknown schedule {name!r}; known: constant, cosine, warmup_cosine, poly, "
+                   "steps")
 
 
 def param_path(path) -> str:

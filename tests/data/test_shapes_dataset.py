@@ -92,7 +92,7 @@ def test_render_rejects_bad_sizes():
 def test_default_config_is_the_fast_64px_task():
   cfg = shapes.Shapes.builder_configs[shapes.Shapes.DEFAULT_CONFIG_NAME]
   assert (cfg.image_size, cfg.min_size, cfg.max_size) == (64, 12, 28)
-  assert (cfg.num_train, cfg.num_validation) == (2000, 256)
+  assert (cfg.num_train, cfg.num_validation) == (8000, 256)
 
 
 def test_builder_prepares_tiny_config(tmp_path):

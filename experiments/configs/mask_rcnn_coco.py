@@ -1,0 +1,66 @@
+"""Mask R-CNN R50-FPN on COCO 2017 instances: the torchvision / Detectron "1x" recipe.
+
+SGD at 0.02 with momentum 0.9, weight decay 1e-4 (not on biases / norms), batch 16, 90k steps
+with the rate divided by 10 at 60k and 80k, 1k linear warmup steps; frozen BatchNorm in the
+backbone; 80 classes (``coco_instances`` maps COCO's ids to 0..79; crowd objects are not
+targets). Anchors 32..512 on P2..P6, RPN 2000/2000 boxes (train) and 1000/1000 (test),
+512 sampled RoIs, up to 100 detections and 100 ground-truth instances per image.
+
+Input: the longer side is resized to 800 and the image padded to 800x800 (a multiple of 32;
+the pipeline batches square images). Detectron resizes the *shorter* side to 800 (longer
+<= 1333), so objects are up to ~1.7x smaller here; raise ``data.image_size`` to 1344 for
+the paper scale at ~2.8x the cost. Augmentation: horizontal flip only.
+
+Pretrained backbone: the recipe needs ImageNet ResNet-50 weights (torchvision
+``resnet50-0676ba61.pth`` converted with ``seg_jax.models.resnet.resnet_params_from_torchvision``,
+or its .safetensors/.npz); no file ships with seg_jax, so you must provide it with
+``--config.init_weights=<file>``. Without it the frozen-BN backbone stays at random init.
+Data: ``--config.data.manual_dir=<folder with train2017/, val2017/, annotations/>`` offline.
+``arg``: ``runlocal`` shrinks everything (ResNet-50 at 1/8 width, 64 px, few boxes).
+Run: ``python -m experiments.train --config=mask_rcnn_coco --workdir=/tmp/mask_rcnn_coco``.
+"""
+
+import ml_collections
+
+from experiments.configs import shapes_base
+from seg_jax.data import default_data_config
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  config = shapes_base.base_config("shapes")
+  config.data = default_data_config(
+      "coco_instances", task="instances", image_size=800, resize="longer_side",
+      max_instances=100, augmentation={"scale_range": (1.0, 1.0), "flip": True, "crop": True})
+  config.task = "instance"
+  config.model = ml_collections.ConfigDict({
+      "name": "mask_rcnn", "num_classes": 80, "backbone_depth": 50, "width": 1.0,
+      "frozen_bn": True, "anchor_sizes": ((32,), (64,), (128,), (256,), (512,)),
+      "rpn_batch_size": 256, "rpn_pre_nms_top_n_train": 2000, "rpn_post_nms_top_n_train": 2000,
+      "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "roi_batch_size": 512,
+      "representation_size": 1024, "mask_channels": 256, "max_detections": 100})
+  config.loss = ml_collections.ConfigDict({})
+  config.optimizer.name = "momentum"
+  config.optimizer.learning_rate = 0.02
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 1e-4
+  config.schedule = ml_collections.ConfigDict({
+      "name": "steps", "warmup_steps": 1000, "boundaries": (60000, 80000),
+      "decay_factor": 0.1, "end_value": 0.0, "power": 0.9})
+  config.batch_size = 16
+  config.num_train_steps = 90000
+  config.log_every = 100
+  config.eval_every = 10000
+  config.checkpoint_every = 5000
+  config.eval_score_bins = 1000
+  config.init_weights = None  # ImageNet ResNet-50 file: must be provided (see docstring)
+  config = shapes_base.finish(config, arg)
+  if "runlocal" in shapes_base.parse_arg(arg):
+    config.data.image_size = 64
+    config.data.max_instances = 8
+    config.schedule.boundaries = (3,)
+    config.model.update({"rpn_pre_nms_top_n_train": 32, "rpn_post_nms_top_n_train": 16,
+                         "rpn_pre_nms_top_n_test": 32, "rpn_post_nms_top_n_test": 16,
+                         "rpn_batch_size": 32, "roi_batch_size": 16, "max_detections": 5,
+                         "representation_size": 32, "mask_channels": 8,
+                         "anchor_sizes": ((8,), (16,), (24,), (32,), (48,))})
+  return config
