@@ -12,3 +12,16 @@ import jax  # noqa: E402
 # jax's default partitionable threefry costs ~2 s of compile per jax.random call on this CPU;
 # the classic implementation gives equally good random numbers for tests and compiles in 0.4 s.
 jax.config.update("jax_threefry_partitionable", False)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+  """Most XLA optimisations off for a module: tiny-model tests are compile-bound, and the
+  optimisation passes cost more than they save (restored afterwards). Use with
+  ``pytestmark = pytest.mark.usefixtures("fast_compile")``."""
+  previous = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)

@@ -10,13 +10,7 @@ from seg_jax.models.baselines import FullResFCN
 from seg_jax.models.unet import UNet, unet_valid_margin, unet_valid_output_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Tiny models: XLA optimisation costs more than it saves (restored afterwards)."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @pytest.mark.parametrize("mode", ["reflect", "symmetric"])

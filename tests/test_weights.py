@@ -22,12 +22,7 @@ from seg_jax.models.vgg import VGG, convolutionalize
 CFG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  previous = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def torchvision_state(width=1.0, num_classes=10, include_top=True, dtype=np.float32, seed=0):

@@ -35,6 +35,10 @@ def fcn_voc_config(variant: str, arg=None) -> ml_collections.ConfigDict:
   config.data.image_size = 320
   config.optimizer.name = "sgd"
   config.optimizer.weight_decay = 5e-4
+  # The final upsampling is frozen (stop_gradient), but coupled weight decay would still shrink
+  # it: give it a zero learning rate so it stays the exact bilinear kernel.
+  final_upsampling = {"32s": "upscore", "16s": "upscore16", "8s": "upscore8"}[variant]
+  config.optimizer.lr_multipliers = {f"^{final_upsampling}/kernel$": 0.0}
   config.schedule.name = "constant"
   config.schedule.warmup_steps = 0
   if "heavy" in options:

@@ -13,13 +13,7 @@ from seg_jax.models.baselines import (UPSAMPLINGS, EncoderDecoder, FullResFCN, P
                                       segment_dense, segment_patchwise)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Tiny models: XLA optimisation costs more than it saves (restored afterwards)."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @pytest.fixture(scope="module")

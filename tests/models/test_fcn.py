@@ -15,13 +15,7 @@ from seg_jax.ops.upsample import bilinear_kernel
 WIDTH = 1 / 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """These tests are compile-bound; XLA's optimisation passes cost more than they save."""
-  previous = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def numpy_variables(model, x, seed=0, **kwargs):

@@ -14,15 +14,6 @@ from seg_jax.models.roi_heads import paste_masks, roi_targets
 from seg_jax.models.rpn import match_boxes, sample_balanced
 
 
-@pytest.fixture
-def fast_compile():
-  """Most XLA optimisations off: these tests are compile-bound, not run-bound."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
-
-
 def test_match_boxes_thresholds_and_low_quality():
   iou = np.array([[0.8, 0.1], [0.5, 0.2], [0.1, 0.6], [0.2, 0.25], [0.9, 0.95]], np.float32)
   valid = np.array([True, True])

@@ -17,12 +17,7 @@ from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import loop
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compile():
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def tiny_config(**overrides):

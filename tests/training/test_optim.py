@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from seg_jax.training import optim
@@ -83,3 +84,18 @@ def test_schedules():
     optim.make_schedule(ml_collections.ConfigDict({"name": "step"}), 1.0, 10)
   with pytest.raises(ValueError, match="unknown optimizer"):
     optim.create_optimizer(_config(name="lbfgs2"))
+
+
+def test_fcn_voc_recipe_keeps_frozen_upsampling_out_of_weight_decay():
+  from experiments.configs import fcn8s_voc  # pylint: disable=g-import-not-at-top
+  config = fcn8s_voc.get_config()
+  params = {"upscore8": {"kernel": jnp.ones((4, 4, 2, 2))},
+            "upscore2": {"kernel": jnp.ones((4, 4, 2, 2))}}
+  tx, _ = optim.create_optimizer(config)
+  state = tx.init(params)
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  for _ in range(3):
+    updates, state = tx.update(zero_grads, state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(params["upscore8"]["kernel"], 1.0)   # frozen: untouched
+  assert float(params["upscore2"]["kernel"].max()) < 1.0              # trainable: decayed
