@@ -286,7 +286,7 @@ def _train(setup: _Setup, config, writer, checkpointer, stop) -> dict[str, Any]:
     state = checkpointer.restore(setup.runner.checkpointable(state))
     if setup.runner.parallelism == "pmap":
       state = setup.runner.place_state(state)
-    print(f"resumed from step {start} (checkpoint in {workdir})", flush=True)
+    print(f"resumed from step {start} (checkpoints in {checkpointer.directory})", flush=True)
     for _ in range(start):  # replay the input pipeline to the batch of step `start`
       next(train_iter)
   progress = _progress_bar(num_steps, start, enabled=jax.process_index() == 0)
