@@ -18,7 +18,7 @@ import shlex
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import configs
@@ -183,13 +183,9 @@ def _wrap(text: str, size: int) -> list[str]:
 
 
 def main(argv):
-  if not flags.FLAGS["verbosity"].present:  # orbax and TFDS are chatty at INFO
-    logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  configs.start_cli(argv)
   config_arg = flags.FLAGS["config"].config_filename
-  workdir = _WORKDIR.value or os.path.join("/tmp/seg_jax",
-                                           "sweep_" + configs.config_name(config_arg))
+  workdir = _WORKDIR.value or configs.default_workdir("sweep_")
   assignments = expand_grid(parse_axes(_SWEEP.value))
   try:
     for assignment in assignments:  # fail fast on a typo, before anything trains

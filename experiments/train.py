@@ -5,9 +5,7 @@ or a path; ``--config.a.b=value`` overrides fields; ``--workdir`` defaults to
 /tmp/seg_jax/<config name>. Re-running with the same workdir resumes from its checkpoint.
 """
 
-import os
-
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import configs
@@ -19,13 +17,9 @@ flags.mark_flag_as_required("config")
 
 
 def main(argv):
-  if not flags.FLAGS["verbosity"].present:  # orbax and TFDS are chatty at INFO
-    logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  configs.start_cli(argv)
   from seg_jax.training import loop  # pylint: disable=g-import-not-at-top
-  workdir = _WORKDIR.value or os.path.join(
-      "/tmp/seg_jax", configs.config_name(flags.FLAGS["config"].config_filename))
+  workdir = _WORKDIR.value or configs.default_workdir()
   loop.train_and_evaluate(_CONFIG.value, workdir)
 
 

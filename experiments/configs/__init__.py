@@ -69,3 +69,19 @@ def _describe(error: Exception, argv: list[str]) -> str:
       if item.startswith("--config.") and missing in key.split(".")[1:]:
         return f"unknown config field {key[len('config.'):]!r} (in {item})"
   return message
+
+
+def start_cli(argv: list[str]) -> None:
+  """Shared start of every entry point: no stray arguments, and WARNING-level logs unless
+  ``--verbosity`` is given (orbax and TFDS are chatty at INFO)."""
+  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def default_workdir(prefix: str = "") -> str:
+  """``/tmp/seg_jax/<prefix><config name>`` for the parsed ``--config`` flag."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  return os.path.join("/tmp/seg_jax", prefix + config_name(flags.FLAGS["config"].config_filename))

@@ -25,7 +25,7 @@ import jax
 
 from seg_jax.layers import Conv
 from seg_jax.models.vgg import (FC_FEATURES, STAGE_CHANNELS, STAGE_LAYERS, conv_bn_relu,
-                                scaled, vgg_features)
+                                scaled, unpool_with_encoder_indices, vgg_features)
 
 Dtype = Any
 
@@ -40,7 +40,6 @@ class DeconvNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    from seg_jax.ops.unpool import max_unpool  # pylint: disable=g-import-not-at-top
     if self.fc_padding not in ("SAME", "VALID"):
       raise ValueError(f"fc_padding must be 'SAME' or 'VALID', got {self.fc_padding!r}")
     if x.ndim != 4:
@@ -63,13 +62,7 @@ class DeconvNet(nn.Module):
                         kernel_size=7, padding=0 if self.fc_padding == "VALID" else 3,
                         transpose=True, **bn)
     for stage in range(5, 0, -1):
-      pre_pool = taps[f"relu{stage}_{layers[stage - 1]}"]
-      indices = taps[f"pool{stage}_indices"]
-      self.sow("intermediates", f"pool{stage}_input", pre_pool)
-      self.sow("intermediates", f"pool{stage}_indices", indices)
-      self.sow("intermediates", f"unpool{stage}_input", y)
-      y = max_unpool(y, indices, output_size=pre_pool.shape[1:3])
-      self.sow("intermediates", f"unpool{stage}_output", y)
+      y = unpool_with_encoder_indices(self, y, taps, stage)
       channels = scaled(STAGE_CHANNELS[stage - 1], self.width)
       out_channels = scaled(STAGE_CHANNELS[max(stage - 2, 0)], self.width)
       for i in range(layers[stage - 1], 0, -1):

@@ -20,7 +20,8 @@ import flax.linen as nn
 import jax
 
 from seg_jax.layers import Conv
-from seg_jax.models.vgg import STAGE_CHANNELS, STAGE_LAYERS, conv_bn_relu, scaled, vgg_features
+from seg_jax.models.vgg import (STAGE_CHANNELS, STAGE_LAYERS, conv_bn_relu, scaled,
+                                unpool_with_encoder_indices, vgg_features)
 
 Dtype = Any
 
@@ -35,7 +36,6 @@ class SegNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    from seg_jax.ops.unpool import max_unpool  # pylint: disable=g-import-not-at-top
     if x.ndim != 4:
       raise ValueError(f"SegNet expects images (N, H, W, C), got shape {x.shape}")
     min_size = 2 ** self.num_stages
@@ -49,13 +49,7 @@ class SegNet(nn.Module):
     bn = dict(batch_norm=True, train=train, bn_axis_name=self.bn_axis_name, dtype=self.dtype)
     y = taps[f"pool{self.num_stages}"]
     for stage in range(self.num_stages, 0, -1):
-      pre_pool = taps[f"relu{stage}_{layers[stage - 1]}"]
-      indices = taps[f"pool{stage}_indices"]
-      self.sow("intermediates", f"pool{stage}_input", pre_pool)
-      self.sow("intermediates", f"pool{stage}_indices", indices)
-      self.sow("intermediates", f"unpool{stage}_input", y)
-      y = max_unpool(y, indices, output_size=pre_pool.shape[1:3])
-      self.sow("intermediates", f"unpool{stage}_output", y)
+      y = unpool_with_encoder_indices(self, y, taps, stage)
       channels = scaled(STAGE_CHANNELS[stage - 1], self.width)
       out_channels = scaled(STAGE_CHANNELS[max(stage - 2, 0)], self.width)
       for i in range(layers[stage - 1], 0, -1):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seg_jax.layers import Conv
+from seg_jax.ops.unpool import max_unpool
 
 Dtype = Any
 
@@ -131,6 +132,24 @@ def vgg_features(x: jax.Array, *, depth: int = 16, width: float = 1.0, num_stage
     if record(f"pool{stage}", x):
       return taps
   return taps
+
+
+def unpool_with_encoder_indices(module: nn.Module, y: jax.Array, taps: dict, stage: int,
+                                depth: int = 16) -> jax.Array:
+  """Max-unpools ``y`` with the indices of encoder pool ``stage`` (from ``vgg_features(...,
+  with_argmax=True)``) back to that pool's input size, as SegNet and DeconvNet decoders do.
+
+  Sows ``pool{s}_input``, ``pool{s}_indices``, ``unpool{s}_input`` and ``unpool{s}_output`` into
+  ``module``'s 'intermediates' so tests can check each decoder uses its mirrored pool's indices.
+  """
+  pre_pool = taps[f"relu{stage}_{STAGE_LAYERS[depth][stage - 1]}"]
+  indices = taps[f"pool{stage}_indices"]
+  module.sow("intermediates", f"pool{stage}_input", pre_pool)
+  module.sow("intermediates", f"pool{stage}_indices", indices)
+  module.sow("intermediates", f"unpool{stage}_input", y)
+  y = max_unpool(y, indices, output_size=pre_pool.shape[1:3])
+  module.sow("intermediates", f"unpool{stage}_output", y)
+  return y
 
 
 def _adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
