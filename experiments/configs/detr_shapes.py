@@ -29,7 +29,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       "name": "detr", "num_classes": 4, "num_queries": 12, "d_model": 64, "num_heads": 4,
       "num_encoder_layers": 3, "num_decoder_layers": 3, "dim_feedforward": 256,
       "dropout": 0.0, "backbone_depth": 18, "backbone_width": 0.25, "frozen_bn": False,
-      "feature_level": "c3", "with_masks": False})
+      "feature_level": "c3", "with_masks": False, "query_type": "learned",
+      "spatial_prior": False})
   config.loss = detr_loss_config()
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 3e-4

@@ -7,6 +7,15 @@ against the memory. Every decoder layer's output goes through the class head
 (``num_classes + 1`` logits, the last meaning "no object") and a 3-layer MLP box head
 (sigmoid cxcywh, normalised to the image); all but the last layer feed the auxiliary losses.
 
+``query_type='anchor'`` replaces the free query embeddings by learned reference points, as
+in Anchor DETR / DAB-DETR: each query owns a point ``(x, y)`` in the image, its positional
+query is an MLP of the point's sine encoding (the same frequencies as the memory's
+positions, so queries and keys share one coordinate system), and its box centre is
+predicted as an offset from the point in logit space. Everything else (matching, losses,
+heads) is unchanged. ``spatial_prior=True`` (with anchors) adds SMCA's log-Gaussian around
+each query's point to the cross-attention logits (Gao et al. 2021), so every query starts
+out reading the features near its point.
+
 With ``with_masks=True`` (DETR's panoptic/segmentation head) each query's final embedding
 attends over the encoder memory (:class:`MHAttentionMap`); those attention maps, stacked with
 the projected features, are decoded FPN-style with C4/C3/C2 skips
@@ -27,7 +36,7 @@ import jax.numpy as jnp
 
 from seg_jax.layers import Conv
 from seg_jax.models.resnet import ResNet
-from seg_jax.models.transformer import Transformer, sine_position_encoding
+from seg_jax.models.transformer import Transformer, sine_encode, sine_position_encoding
 from seg_jax.ops.boxes import box_cxcywh_to_xyxy
 
 
@@ -36,6 +45,29 @@ def _resize_nearest(x: jax.Array, height: int, width: int) -> jax.Array:
   rows = (jnp.arange(height) * x.shape[1]) // height
   cols = (jnp.arange(width) * x.shape[2]) // width
   return x[:, rows][:, :, cols]
+
+
+def _uniform_logits(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+  """Logits of reference points drawn uniformly inside the image (away from the border)."""
+  points = jax.random.uniform(key, shape, dtype, minval=0.05, maxval=0.95)
+  return jnp.log(points) - jnp.log1p(-points)
+
+
+def _gaussian_prior(module: nn.Module, points: jax.Array, height: int, width: int) -> jax.Array:
+  """SMCA-style log-Gaussian attention bias around each query's point: ``(1, heads, Q, h*w)``.
+
+  ``-|token - point|^2 / (2 sigma^2)`` in image-normalised coordinates (token centres
+  ``(j + 0.5) / w``), with a learned width per query and head (initially one token).
+  """
+  num_queries = points.shape[0]
+  log_sigma = module.param("query_log_sigma", nn.initializers.constant(math.log(1 / height)),
+                           (num_queries, module.num_heads))
+  ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
+  xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width
+  dist2 = ((xs[None, None, :] - points[:, 0, None, None]) ** 2
+           + (ys[None, :, None] - points[:, 1, None, None]) ** 2).reshape(num_queries, -1)
+  bias = -dist2[:, None, :] / (2 * jnp.exp(2 * log_sigma)[:, :, None])  # (Q, heads, L)
+  return jnp.transpose(bias, (1, 0, 2))[None]
 
 
 def _group_norm(channels: int, name: str) -> nn.GroupNorm:
@@ -136,7 +168,10 @@ class DETR(nn.Module):
   frozen_bn: bool = True
   feature_level: str = "c5"
   with_masks: bool = False
+  query_type: str = "learned"
+  spatial_prior: bool = False
   dtype: Optional[jnp.dtype] = None
+  bn_axis_name: Optional[str] = None  # pmap axis for a trainable backbone BatchNorm
 
   @nn.compact
   def __call__(self, images: jax.Array, pad_mask: Optional[jax.Array] = None,
@@ -148,6 +183,7 @@ class DETR(nn.Module):
     if self.feature_level not in ("c3", "c4", "c5"):
       raise ValueError(f"DETR: feature_level must be c3, c4 or c5, got {self.feature_level!r}")
     feats = ResNet(self.backbone_depth, self.backbone_width, self.frozen_bn, self.dtype,
+                   bn_axis_name=self.bn_axis_name,
                    name="backbone")(images, train)
     top = feats[self.feature_level]
     b, h, w, _ = top.shape
@@ -155,15 +191,33 @@ class DETR(nn.Module):
             else _resize_nearest(pad_mask, h, w))
     src = Conv(self.d_model, 1, padding=0, dtype=self.dtype, name="input_proj")(top)
     pos = sine_position_encoding(mask, self.d_model // 2).astype(src.dtype)
-    query_pos = self.param("query_embed", nn.initializers.normal(1.0),
-                           (self.num_queries, self.d_model))
+    if self.spatial_prior and self.query_type != "anchor":
+      raise ValueError("DETR: spatial_prior=True needs query_type='anchor' (reference points)")
+    reference, cross_bias = None, None
+    if self.query_type == "learned":
+      query_pos = self.param("query_embed", nn.initializers.normal(1.0),
+                             (self.num_queries, self.d_model))
+    elif self.query_type == "anchor":
+      reference = self.param("query_reference", _uniform_logits, (self.num_queries, 2))
+      xy = jax.nn.sigmoid(reference) * (2 * math.pi)  # the scale of the normalised sine pos
+      sine = jnp.concatenate([sine_encode(xy[:, 1], self.d_model // 2),
+                              sine_encode(xy[:, 0], self.d_model // 2)], axis=-1)
+      query_pos = MLP(self.d_model, self.d_model, 2, name="query_pos_mlp")(sine)
+      if self.spatial_prior:
+        cross_bias = _gaussian_prior(self, jax.nn.sigmoid(reference), h, w)
+    else:
+      raise ValueError(f"DETR: query_type must be 'learned' or 'anchor', got "
+                       f"{self.query_type!r}")
     hs, memory = Transformer(self.d_model, self.num_heads, self.num_encoder_layers,
                              self.num_decoder_layers, self.dim_feedforward, self.dropout,
                              self.dtype, name="transformer")(
                                  src.reshape(b, h * w, -1), pos.reshape(b, h * w, -1),
-                                 query_pos, mask.reshape(b, h * w), train)
+                                 query_pos, mask.reshape(b, h * w), train, cross_bias)
     logits = nn.Dense(self.num_classes + 1, name="class_embed")(hs).astype(jnp.float32)
-    boxes = jax.nn.sigmoid(MLP(self.d_model, 4, 3, name="bbox_embed")(hs).astype(jnp.float32))
+    boxes = MLP(self.d_model, 4, 3, name="bbox_embed")(hs).astype(jnp.float32)
+    if reference is not None:  # centres are offsets from each query's reference point
+      boxes = boxes.at[..., :2].add(reference.astype(jnp.float32))
+    boxes = jax.nn.sigmoid(boxes)
     out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1],
            "aux_logits": logits[:-1], "aux_boxes": boxes[:-1]}
     if self.with_masks:

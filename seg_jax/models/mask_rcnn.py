@@ -97,6 +97,7 @@ class MaskRCNN(nn.Module):
   max_detections: int = 100
   mask_threshold: float = 0.5
   dtype: Optional[Any] = None
+  bn_axis_name: Optional[str] = None  # pmap axis for a trainable backbone BatchNorm
 
   def _sized(self, value: Optional[int], base: int) -> int:
     return int(value) if value is not None else max(1, int(base * self.width))
@@ -118,7 +119,7 @@ class MaskRCNN(nn.Module):
     batch, height, width = images.shape[:3]
     image_size = (height, width)
     feats = ResNet(self.backbone_depth, self.width, self.frozen_bn, self.dtype,
-                   name="backbone")(images, train)
+                   bn_axis_name=self.bn_axis_name, name="backbone")(images, train)
     pyramid = FPN(self._sized(self.fpn_channels, 256), self.dtype, name="fpn")(
         [feats[k] for k in ("c2", "c3", "c4", "c5")])
     anchors_per_loc = len(self.anchor_sizes[0]) * len(self.aspect_ratios)

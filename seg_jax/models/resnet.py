@@ -47,13 +47,19 @@ class FrozenBatchNorm(nn.Module):
     return x * mul.astype(dtype) + add.astype(dtype)
 
 
-def _norm(x, train: bool, frozen: bool, name: str, dtype, zero_init: bool = False):
-  """Frozen or trainable BatchNorm named ``name`` (created in the calling module)."""
+def _norm(x, train: bool, frozen: bool, name: str, dtype, zero_init: bool = False,
+          axis_name: Optional[str] = None):
+  """Frozen or trainable BatchNorm named ``name`` (created in the calling module).
+
+  ``axis_name`` (the ``pmap`` device axis) makes trainable BatchNorm use global batch
+  statistics, as it does under ``jit`` with a sharded batch.
+  """
   if frozen:
     return FrozenBatchNorm(dtype=dtype, name=name)(x)
   init = nn.initializers.zeros_init() if zero_init else nn.initializers.ones_init()
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      scale_init=init, dtype=dtype, name=name)(x)
+                      scale_init=init, dtype=dtype, axis_name=axis_name if train else None,
+                      name=name)(x)
 
 
 def _conv(features, kernel, stride, name, dtype):
@@ -69,11 +75,13 @@ class BasicBlock(nn.Module):
   downsample: bool = False
   frozen_bn: bool = True
   dtype: Optional[Dtype] = None
+  bn_axis_name: Optional[str] = None
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = lambda y, name, zero=False: _norm(y, train, self.frozen_bn, name, self.dtype, zero)
+    norm = lambda y, name, zero=False: _norm(y, train, self.frozen_bn, name, self.dtype, zero,
+                                             self.bn_axis_name)
     y = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
     y = nn.relu(norm(y, "bn1"))
     y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
@@ -90,11 +98,13 @@ class Bottleneck(nn.Module):
   downsample: bool = False
   frozen_bn: bool = True
   dtype: Optional[Dtype] = None
+  bn_axis_name: Optional[str] = None
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = lambda y, name, zero=False: _norm(y, train, self.frozen_bn, name, self.dtype, zero)
+    norm = lambda y, name, zero=False: _norm(y, train, self.frozen_bn, name, self.dtype, zero,
+                                             self.bn_axis_name)
     y = _conv(self.features, 1, 1, "conv1", self.dtype)(x)
     y = nn.relu(norm(y, "bn1"))
     y = _conv(self.features, 3, self.stride, "conv2", self.dtype)(y)  # v1.5: stride here
@@ -115,11 +125,13 @@ class ResNet(nn.Module):
     width: channel multiplier (1.0 = torchvision widths 64..512 base channels).
     frozen_bn: constant BatchNorm (see module docstring) vs trainable BatchNorm.
     dtype: computation dtype (parameters stay float32).
+    bn_axis_name: ``pmap`` axis for global statistics of trainable BatchNorm.
   """
   depth: int = 50
   width: float = 1.0
   frozen_bn: bool = True
   dtype: Optional[Dtype] = None
+  bn_axis_name: Optional[str] = None
 
   def stage_channels(self) -> tuple[int, ...]:
     """Output channels of c2..c5."""
@@ -135,7 +147,7 @@ class ResNet(nn.Module):
     block = Bottleneck if self.depth >= 50 else BasicBlock
     base = max(1, int(64 * self.width))
     x = _conv(base, 7, 2, "conv1", self.dtype)(x)
-    x = nn.relu(_norm(x, train, self.frozen_bn, "bn1", self.dtype))
+    x = nn.relu(_norm(x, train, self.frozen_bn, "bn1", self.dtype, axis_name=self.bn_axis_name))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     outputs = {}
     in_channels = base
@@ -145,7 +157,7 @@ class ResNet(nn.Module):
         stride = 2 if (i == 0 and stage > 0) else 1
         downsample = i == 0 and (stride != 1 or in_channels != features * block.expansion)
         x = block(features, stride, downsample, self.frozen_bn, self.dtype,
-                  name=f"layer{stage + 1}_{i}")(x, train)
+                  bn_axis_name=self.bn_axis_name, name=f"layer{stage + 1}_{i}")(x, train)
         in_channels = features * block.expansion
       outputs[f"c{stage + 2}"] = x
     return outputs

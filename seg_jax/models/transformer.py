@@ -9,6 +9,7 @@ losses). Sequences are ``(B, L, D)``; key padding masks are ``(B, L)`` with True
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -37,15 +38,18 @@ def sine_position_encoding(pad_mask: jax.Array, num_features: int,
     eps = 1e-6
     y = y / (y[:, -1:, :] + eps) * scale
     x = x / (x[:, :, -1:] + eps) * scale
+  return jnp.concatenate([sine_encode(y, num_features, temperature),
+                          sine_encode(x, num_features, temperature)], axis=-1)
+
+
+def sine_encode(coord: jax.Array, num_features: int,
+                temperature: float = 10000.0) -> jax.Array:
+  """``(...)`` coordinates -> ``(..., F)`` interleaved sin/cos features at DETR's frequencies."""
   dim_t = jnp.arange(num_features, dtype=jnp.float32)
   dim_t = temperature ** (2 * (dim_t // 2) / num_features)
-
-  def encode(coord):
-    angles = coord[..., None] / dim_t  # (B, H, W, F)
-    return jnp.stack([jnp.sin(angles[..., 0::2]), jnp.cos(angles[..., 1::2])],
-                     axis=-1).reshape(angles.shape)
-
-  return jnp.concatenate([encode(y), encode(x)], axis=-1)
+  angles = coord[..., None] / dim_t
+  return jnp.stack([jnp.sin(angles[..., 0::2]), jnp.cos(angles[..., 1::2])],
+                   axis=-1).reshape(angles.shape)
 
 
 def _attention_mask(key_padding_mask: Optional[jax.Array]) -> Optional[jax.Array]:
@@ -63,11 +67,15 @@ class _Attention(nn.Module):
   dtype: Optional[jnp.dtype] = None
 
   @nn.compact
-  def __call__(self, q, k, v, key_padding_mask, deterministic: bool):
+  def __call__(self, q, k, v, key_padding_mask, deterministic: bool, bias=None):
+    """``bias`` (broadcastable to ``(B, heads, Lq, Lk)``) is added to the attention logits."""
+    attention_fn = (nn.dot_product_attention if bias is None
+                    else functools.partial(nn.dot_product_attention, bias=bias))
     return nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, qkv_features=self.d_model, out_features=self.d_model,
         dropout_rate=self.dropout, kernel_init=_XAVIER, dtype=self.dtype,
-        deterministic=deterministic)(q, k, v, mask=_attention_mask(key_padding_mask))
+        attention_fn=attention_fn, deterministic=deterministic)(
+            q, k, v, mask=_attention_mask(key_padding_mask))
 
 
 class _FeedForward(nn.Module):
@@ -108,14 +116,16 @@ class DecoderLayer(nn.Module):
   dtype: Optional[jnp.dtype] = None
 
   @nn.compact
-  def __call__(self, tgt, memory, pos, query_pos, pad_mask, deterministic: bool = True):
+  def __call__(self, tgt, memory, pos, query_pos, pad_mask, deterministic: bool = True,
+               cross_bias=None):
     drop = lambda x: nn.Dropout(self.dropout)(x, deterministic=deterministic)
     attn = lambda name: _Attention(self.d_model, self.num_heads, self.dropout, self.dtype,
                                    name=name)
     q = tgt + query_pos
     tgt = nn.LayerNorm(name="norm1")(
         tgt + drop(attn("self_attn")(q, q, tgt, None, deterministic)))
-    cross = attn("cross_attn")(tgt + query_pos, memory + pos, memory, pad_mask, deterministic)
+    cross = attn("cross_attn")(tgt + query_pos, memory + pos, memory, pad_mask, deterministic,
+                               cross_bias)
     tgt = nn.LayerNorm(name="norm2")(tgt + drop(cross))
     ffn = _FeedForward(self.d_model, self.dim_feedforward, self.dropout, self.dtype, name="ffn")
     return nn.LayerNorm(name="norm3")(tgt + drop(ffn(tgt, deterministic)))
@@ -126,7 +136,8 @@ class Transformer(nn.Module):
 
   ``__call__(src (B,L,D), pos (B,L,D), query_pos (Q,D), pad_mask (B,L) or None)`` returns
   ``(hs (num_decoder_layers, B, Q, D), memory (B, L, D))``; ``hs[i]`` is layer ``i``'s output
-  after the shared final decoder LayerNorm.
+  after the shared final decoder LayerNorm. ``cross_bias`` (broadcastable to
+  ``(B, heads, Q, L)``) is added to every decoder layer's cross-attention logits.
   """
   d_model: int = 256
   num_heads: int = 8
@@ -137,7 +148,8 @@ class Transformer(nn.Module):
   dtype: Optional[jnp.dtype] = None
 
   @nn.compact
-  def __call__(self, src, pos, query_pos, pad_mask=None, train: bool = False):
+  def __call__(self, src, pos, query_pos, pad_mask=None, train: bool = False,
+               cross_bias=None):
     if src.ndim != 3 or src.shape[-1] != self.d_model or pos.shape != src.shape:
       raise ValueError(f"Transformer: src/pos must be (B, L, {self.d_model}); got {src.shape} "
                        f"and {pos.shape}")
@@ -153,6 +165,6 @@ class Transformer(nn.Module):
     outputs = []
     for i in range(self.num_decoder_layers):
       tgt = DecoderLayer(**kw, name=f"decoder_{i}")(tgt, memory, pos, query_pos, pad_mask,
-                                                    deterministic)
+                                                    deterministic, cross_bias)
       outputs.append(final_norm(tgt))
     return jnp.stack(outputs), memory

@@ -22,6 +22,31 @@ def make_batches(num_steps: int = NUM_STEPS, batch: int = GLOBAL_BATCH, size: in
           for _ in range(num_steps)]
 
 
+def make_instance_batches(num_steps: int = NUM_STEPS, batch: int = GLOBAL_BATCH,
+                          size: int = 32, max_objects: int = 3):
+  """Bright rectangles on noise as ``instances`` batches; image 0 of each batch is empty."""
+  rng = np.random.default_rng(1)
+  batches = []
+  for _ in range(num_steps):
+    image = rng.normal(scale=0.1, size=(batch, size, size, 3)).astype(np.float32)
+    boxes = np.zeros((batch, max_objects, 4), np.float32)
+    masks = np.zeros((batch, max_objects, size, size), np.uint8)
+    valid = np.zeros((batch, max_objects), bool)
+    classes = rng.integers(0, 2, size=(batch, max_objects)).astype(np.int32)
+    for i in range(1, batch):
+      for j in range(rng.integers(1, max_objects + 1)):
+        x0, y0 = rng.integers(0, size - 10, size=2)
+        w, h = rng.integers(6, 11, size=2)
+        boxes[i, j] = (x0, y0, x0 + w, y0 + h)
+        masks[i, j, y0:y0 + h, x0:x0 + w] = 1
+        valid[i, j] = True
+        image[i, y0:y0 + h, x0:x0 + w, classes[i, j]] += 1.0
+    classes[~valid] = 0
+    batches.append({"image": image, "boxes": boxes, "classes": classes, "box_valid": valid,
+                    "instance_masks": masks})
+  return batches
+
+
 def tiny_model(num_classes: int = 3, bn_axis_name=None):
   """Conv-BN-ReLU then a 1x1 classifier: the smallest model with BatchNorm (cheap to compile)."""
   import flax.linen as nn
@@ -39,8 +64,41 @@ def tiny_model(num_classes: int = 3, bn_axis_name=None):
   return TinySegmenter(num_classes, bn_axis_name)
 
 
-def train(parallelism: str, num_devices=None, process_slice=None):
-  """Trains a tiny BatchNorm U-Net for a few steps; returns (params, losses, confusion)."""
+def _instance_setup(name: str, parallelism: str, bn_axis):
+  """(task, model, config, tx, batches) for the smallest DETR / Mask R-CNN of the configs."""
+  import ml_collections
+  import optax
+  from seg_jax import models
+  from seg_jax.tasks import detection, instance
+
+  if name == "detr":
+    task = detection
+    model = models.get_model(
+        "detr", num_classes=2, num_queries=5, d_model=16, num_heads=2, num_encoder_layers=1,
+        num_decoder_layers=2, dim_feedforward=32, dropout=0.0, backbone_depth=18,
+        backbone_width=0.125, frozen_bn=False, feature_level="c4", bn_axis_name=bn_axis)
+    loss = {"eos_coef": 0.1, "aux_loss": True}
+  else:
+    task = instance
+    model = models.get_model(
+        "mask_rcnn", num_classes=2, backbone_depth=18, width=0.125, frozen_bn=False,
+        anchor_sizes=((4,), (8,), (12,), (16,), (24,)), rpn_batch_size=32,
+        rpn_pre_nms_top_n_train=32, rpn_post_nms_top_n_train=16, rpn_pre_nms_top_n_test=32,
+        rpn_post_nms_top_n_test=16, roi_batch_size=16, representation_size=32,
+        mask_channels=8, max_detections=5, bn_axis_name=bn_axis)
+    loss = {}
+  config = ml_collections.ConfigDict({"parallelism": parallelism, "loss": loss,
+                                      "model": {"num_classes": 2}, "eval_score_bins": 100})
+  # SGD, not Adam: Adam would blow float noise in zero-gradient parameters (attention key
+  # biases) up to full-size steps that differ between device layouts.
+  return task, model, config, optax.sgd(0.01, momentum=0.9), make_instance_batches()
+
+
+def train(parallelism: str, num_devices=None, process_slice=None, model_name: str = "tiny"):
+  """Trains a tiny model for a few steps; returns its params, losses and eval statistics.
+
+  ``model_name``: ``tiny`` (BatchNorm segmenter, semantic task), ``detr`` or ``mask_rcnn``.
+  """
   import jax
   import ml_collections
   import optax
@@ -51,29 +109,35 @@ def train(parallelism: str, num_devices=None, process_slice=None):
   if parallelism == "pmap":
     devices = jax.local_devices()[:num_devices] if num_devices else None
   bn_axis = sharding.PMAP_AXIS if parallelism == "pmap" else None
-  model = tiny_model(3, bn_axis)
-  config = ml_collections.ConfigDict({"data": {"ignore_label": 255},
-                                      "loss": {"class_weights": None}})
-  tx = optax.sgd(0.1, momentum=0.9)
-  common = dict(task=semantic, model=model, config=config)
+  if model_name == "tiny":
+    task, model = semantic, tiny_model(3, bn_axis)
+    config = ml_collections.ConfigDict({"data": {"ignore_label": 255},
+                                        "loss": {"class_weights": None}})
+    tx, batches = optax.sgd(0.1, momentum=0.9), make_batches()
+  else:
+    task, model, config, tx, batches = _instance_setup(model_name, parallelism, bn_axis)
+  common = dict(task=task, model=model, config=config)
   runner = sharding.make_runner(
       parallelism, functools.partial(step_lib.train_step, tx=tx, **common),
       functools.partial(step_lib.eval_step, **common), devices)
-  batches = make_batches()
   if process_slice is not None:
     batches = [{k: v[process_slice] for k, v in b.items()} for b in batches]
   example = {k: v[:1] for k, v in batches[0].items()}
-  init = jax.jit(functools.partial(state_lib.create_train_state, semantic, model, tx))
+  init = jax.jit(functools.partial(state_lib.create_train_state, task, model, tx))
   state = runner.place_state(jax.device_get(init(jax.random.key(0), example)))
   losses = []
   for batch in batches:
     state, metrics = runner.train(state, runner.place_batch(batch))
     losses.append(float(runner.host(metrics)["loss"]))
-  confusion = runner.host(runner.eval(state, runner.place_batch(batches[0])))["confusion"]
+  eval_batch = dict(batches[0], valid=np.ones(len(batches[0]["image"]), bool))
+  if model_name == "tiny":
+    del eval_batch["valid"]
+  stats = runner.host(runner.eval(state, runner.place_batch(eval_batch)))
   params = runner.host(state.params)
   flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
           for path, v in jax.tree_util.tree_leaves_with_path(params)}
-  flat.update({"__losses": np.asarray(losses), "__confusion": np.asarray(confusion)})
+  flat["__losses"] = np.asarray(losses)
+  flat.update({f"__{k}": np.asarray(v) for k, v in stats.items()})
   return flat
 
 
@@ -102,9 +166,11 @@ def main(argv):
       np.savez(out, **result)
     jax.distributed.shutdown()
     return
-  for run in mode.split(","):  # e.g. jit_1,jit_4,pmap_4 -> OUT_jit_1.npz, ...
+  model_name, _, runs = mode.rpartition(":")  # e.g. detr:jit_1,jit_4 -> OUT_jit_1.npz, ...
+  for run in runs.split(","):
     parallelism, num_devices = run.split("_")
-    np.savez(f"{out}_{run}.npz", **train(parallelism, int(num_devices)))
+    np.savez(f"{out}_{run}.npz", **train(parallelism, int(num_devices),
+                                         model_name=model_name or "tiny"))
 
 
 if __name__ == "__main__":
