@@ -3,10 +3,11 @@
 Why this is not just ``lax.conv_general_dilated``: some of XLA's CPU convolution
 *gradients* are far slower than the forward pass. On CPU, :func:`conv2d` can therefore use a
 ``custom_vjp`` whose kernel gradient is one GEMM over an im2col view of the input
-(``dK = cols(x)^T @ dy``) and whose input gradient is one GEMM plus col2im
-(``dx = col2im(dy @ K^T)``). Which pass uses a GEMM is chosen per shape (``auto``, the CPU
-default; see ``_gemm_passes`` for the measured rule): mainly large kernels on small maps
-(FCN's 7x7 fc6, whose native input gradient took ~50x longer) and RGB first layers; 3x3
+(``dK = cols(x)^T @ dy``), whose input gradient is one GEMM plus col2im
+(``dx = col2im(dy @ K^T)``) and whose forward pass can be ``cols(x) @ K``. Which pass uses
+a GEMM is chosen per shape (``auto``, the CPU default; see ``_gemm_passes`` for the measured
+rule): mainly large kernels on small maps (FCN's 7x7 fc6, whose native input gradient took
+~50x longer; DeconvNet's fc6, whose native forward pass took 8.4 s) and RGB first layers; 3x3
 convolutions on large maps stay native, where the 9x im2col copy costs more than it saves.
 ``SEG_JAX_CONV_IMPL=native|gemm|auto`` overrides the choice; all give the same numbers
 (tests/ops/test_conv_gradient.py). On GPU/TPU ``auto`` is ``native``.
@@ -75,17 +76,21 @@ def conv_implementation() -> str:
 _COL2IM_MAX_BYTES = 256 * 2**20
 
 
-def _gemm_passes(implementation, x_shape, kernel_shape, out_shape) -> tuple[bool, bool]:
-  """(kernel gradient as GEMM, input gradient as GEMM) for one convolution."""
+def _gemm_passes(implementation, x_shape, kernel_shape, out_shape) -> tuple[bool, bool, bool]:
+  """(forward, kernel gradient, input gradient) as GEMMs for one convolution."""
   kh, kw, cin, _ = kernel_shape
   large_kernel = kh * kw > 9
   cols_bytes = 4 * out_shape[0] * out_shape[1] * out_shape[2] * kh * kw * cin
   small_cols = cols_bytes <= _COL2IM_MAX_BYTES
+  large = large_kernel and small_cols
+  # Forward: the GEMM won 3-4x for FCN's fc6 (7x7, 256 -> 2048 on 10-16 px maps) and 116x
+  # for DeconvNet's (4x4 map, padding 3), but lost 2-3x on RGB first layers (7x7/2, 5x5).
+  gemm_forward = large and cin >= 16
   if implementation == "gemm":
-    return True, large_kernel and small_cols
+    return gemm_forward, True, large
   if implementation == "auto":
-    return (cin <= 4 or large_kernel) and small_cols, large_kernel and small_cols
-  return False, False
+    return gemm_forward, (cin <= 4 or large_kernel) and small_cols, large
+  return False, False, False
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = 0, dilation=1,
@@ -123,9 +128,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = 0, d
       and min(min(p) for p in pads) >= 0):
     out_shape = jax.eval_shape(
         lambda a, b: _native_conv(a, b, strides, pads, dilation), x, kernel).shape
-    gemm_dk, gemm_dx = _gemm_passes(implementation, x.shape, kernel.shape, out_shape)
-    if gemm_dk or gemm_dx:
-      return _conv_gemm_backward(x, kernel, strides, pads, dilation, gemm_dk, gemm_dx)
+    passes = _gemm_passes(implementation, x.shape, kernel.shape, out_shape)
+    if any(passes):
+      return _conv_gemm(x, kernel, strides, pads, dilation, *passes)
   return _native_conv(x, kernel, strides, pads, dilation, feature_group_count)
 
 
@@ -135,16 +140,12 @@ def _native_conv(x, kernel, strides, pads, dilation, feature_group_count=1):
                                   feature_group_count=feature_group_count)
 
 
-def kernel_gradient_gemm(x: jax.Array, dy: jax.Array, kernel_shape, strides, pads,
-                         dilation) -> jax.Array:
-  """``dL/dkernel`` of :func:`conv2d` as one GEMM: ``cols(x)^T @ dy``.
-
-  ``cols(x)`` stacks, for every kernel tap ``(a, b)``, the strided window of the padded input
-  that tap sees: shape ``(N*Ho*Wo, kh*kw*Cin)``. Accumulates in float32.
-  """
-  kh, kw, cin, cout = kernel_shape
+def _im2col(x: jax.Array, kernel_shape, out_hw, strides, pads, dilation) -> jax.Array:
+  """``(N*Ho*Wo, kh*kw*Cin)``: for every kernel tap ``(a, b)`` the strided window of the
+  padded input that tap sees (tap-major, channels last, matching ``kernel.reshape``)."""
+  kh, kw, cin, _ = kernel_shape
   (sh, sw), (dh, dw) = strides, dilation
-  n, ho, wo, _ = dy.shape
+  n, (ho, wo) = x.shape[0], out_hw
   padded = lax.pad(x, jnp.zeros((), x.dtype),
                    ((0, 0, 0), (pads[0][0], pads[0][1], 0), (pads[1][0], pads[1][1], 0), (0, 0, 0)))
   taps = []
@@ -154,7 +155,30 @@ def kernel_gradient_gemm(x: jax.Array, dy: jax.Array, kernel_shape, strides, pad
                          (n, a * dh + (ho - 1) * sh + 1, b * dw + (wo - 1) * sw + 1, cin),
                          (1, sh, sw, 1))
       taps.append(window.reshape(n * ho * wo, cin))
-  cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=1)
+  return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=1)
+
+
+def forward_gemm(x: jax.Array, kernel: jax.Array, strides, pads, dilation) -> jax.Array:
+  """:func:`conv2d` as one GEMM ``cols(x) @ K`` (large kernels on small maps, where XLA's
+  CPU convolution is slow: a 7x7, 256->2048 convolution on a 4x4 map took 8.4 s natively)."""
+  n = x.shape[0]
+  out_shape = jax.eval_shape(
+      lambda a, b: _native_conv(a, b, strides, pads, dilation), x, kernel).shape
+  cols = _im2col(x, kernel.shape, out_shape[1:3], strides, pads, dilation)
+  y = lax.dot_general(cols, kernel.reshape(-1, kernel.shape[-1]), (((1,), (0,)), ((), ())),
+                      preferred_element_type=jnp.float32)
+  return y.astype(x.dtype).reshape(n, *out_shape[1:])
+
+
+def kernel_gradient_gemm(x: jax.Array, dy: jax.Array, kernel_shape, strides, pads,
+                         dilation) -> jax.Array:
+  """``dL/dkernel`` of :func:`conv2d` as one GEMM: ``cols(x)^T @ dy``.
+
+  ``cols(x)`` (:func:`_im2col`) has shape ``(N*Ho*Wo, kh*kw*Cin)``. Accumulates in float32.
+  """
+  kh, kw, cin, cout = kernel_shape
+  n, ho, wo, _ = dy.shape
+  cols = _im2col(x, kernel_shape, (ho, wo), strides, pads, dilation)
   grad = lax.dot_general(cols, dy.reshape(n * ho * wo, cout), (((0,), (0,)), ((), ())),
                          preferred_element_type=jnp.float32)
   return grad.reshape(kh, kw, cin, cout)
@@ -185,16 +209,22 @@ def input_gradient_gemm(dy: jax.Array, kernel: jax.Array, x_shape, strides, pads
                    (n, pads[0][0] + x_shape[1], pads[1][0] + x_shape[2], cin))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _conv_gemm_backward(x, kernel, strides, pads, dilation, gemm_dk, gemm_dx):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _conv_gemm(x, kernel, strides, pads, dilation, gemm_fwd, gemm_dk, gemm_dx):
+  """Convolution whose forward pass and gradients are GEMMs or native, per flag."""
+  if gemm_fwd:
+    return forward_gemm(x, kernel, strides, pads, dilation)
   return _native_conv(x, kernel, strides, pads, dilation)
 
 
-def _conv_gemm_forward(x, kernel, strides, pads, dilation, gemm_dk, gemm_dx):
-  return _native_conv(x, kernel, strides, pads, dilation), (x, kernel)
+def _conv_gemm_forward(x, kernel, strides, pads, dilation, gemm_fwd, gemm_dk, gemm_dx):
+  y = _conv_gemm(x, kernel, strides, pads, dilation, gemm_fwd, gemm_dk, gemm_dx)
+  return y, (x, kernel)
 
 
-def _conv_gemm_backward_pass(strides, pads, dilation, gemm_dk, gemm_dx, residuals, dy):
+def _conv_gemm_backward_pass(strides, pads, dilation, gemm_fwd, gemm_dk, gemm_dx, residuals,
+                             dy):
+  del gemm_fwd
   x, kernel = residuals
   if gemm_dx:
     dx = input_gradient_gemm(dy, kernel, x.shape, strides, pads, dilation).astype(x.dtype)
@@ -209,7 +239,7 @@ def _conv_gemm_backward_pass(strides, pads, dilation, gemm_dk, gemm_dx, residual
   return dx, dk.astype(kernel.dtype)
 
 
-_conv_gemm_backward.defvjp(_conv_gemm_forward, _conv_gemm_backward_pass)
+_conv_gemm.defvjp(_conv_gemm_forward, _conv_gemm_backward_pass)
 
 
 def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: tuple[int, int],
@@ -234,14 +264,31 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: tuple[int, 
   # kernel[s*t + r] -> (t, r); correlation needs the taps in reverse order of t.
   phases = padded.reshape(th, sh, tw, sw, cin, cout)[::-1, :, ::-1]
   phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(th, tw, cin, sh * sw * cout)
-  z = conv2d(x, phases.astype(x.dtype), padding=((th - 1, th - 1), (tw - 1, tw - 1)))
-  qh, qw = h + th - 1, w + tw - 1
-  full = z.reshape(n, qh, qw, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
-  full = full.reshape(n, qh * sh, qw * sw, cout)
   out_h = (h - 1) * sh - 2 * ph + kh + oph
   out_w = (w - 1) * sw - 2 * pw + kw + opw
-  # Rows past the full extent (possible with output_padding) receive no input: zeros.
-  extra = ((0, 0), (0, max(0, ph + out_h - qh * sh)), (0, max(0, pw + out_w - qw * sw)), (0, 0))
-  if any(e[1] for e in extra):
-    full = jnp.pad(full, extra)
-  return full[:, ph:ph + out_h, pw:pw + out_w, :]
+  # Only the phase rows q0..q1 that the cropped output needs are computed (the "full"
+  # transposed convolution has h + th - 1 of them): for a stride-1 7x7 transposed conv
+  # with padding 3 on a 4x4 map (DeconvNet's deconv_fc6) computing all of them is 6x the
+  # work. Rows past the full extent come out as zeros from the convolution's padding.
+  (lo_h, hi_h, start_h), (lo_w, hi_w, start_w) = (
+      _needed_phase_rows(size, taps, s, p, out)
+      for size, taps, s, p, out in ((h, th, sh, ph, out_h), (w, tw, sw, pw, out_w)))
+  z = conv2d(x, phases.astype(x.dtype), padding=((lo_h, hi_h), (lo_w, hi_w)))
+  qh, qw = z.shape[1:3]
+  full = z.reshape(n, qh, qw, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
+  full = full.reshape(n, qh * sh, qw * sw, cout)
+  return full[:, start_h:start_h + out_h, start_w:start_w + out_w, :]
+
+
+def _needed_phase_rows(size: int, taps: int, stride: int, pad: int,
+                       out: int) -> tuple[int, int, int]:
+  """(low pad, high pad, crop start) of the sub-pixel convolution along one axis.
+
+  Output row ``i`` of the transposed convolution is row ``pad + i`` of the full one, i.e.
+  phase row ``q = (pad + i) // stride``; rows ``q0..q1`` are needed.
+  """
+  q0 = min(pad // stride, taps - 1)
+  q1 = (pad + out - 1) // stride
+  low = taps - 1 - q0
+  high = max(q1 - size + 1, 0)
+  return low, high, pad - stride * q0

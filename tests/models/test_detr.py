@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import optax
 import pytest
 
@@ -137,3 +138,59 @@ def test_bad_input_raises(model_and_variables):
   with pytest.raises(ValueError, match="feature_level"):
     model.clone(feature_level="c2").apply(variables, jnp.zeros((2, SIZE, SIZE, 3)))
 
+
+
+def test_anchor_queries_predict_centres_relative_to_their_points():
+  """With a zero box head every box is centred on its query's reference point."""
+  fields = dict(TINY, with_masks=False, query_type="anchor", spatial_prior=True)
+  model = get_model("detr", **fields)
+  images = jax.random.normal(jax.random.key(3), (1, SIZE, SIZE, 3))
+  variables = jax.jit(model.init)(jax.random.key(0), images)
+  params = jax.tree.map(np.asarray, variables["params"])
+  last = params["bbox_embed"]["layers_2"]
+  last["kernel"], last["bias"] = np.zeros_like(last["kernel"]), np.zeros_like(last["bias"])
+  out = jax.jit(model.apply)({**variables, "params": params}, images)
+  points = 1 / (1 + np.exp(-params["query_reference"]))
+  np.testing.assert_allclose(out["pred_boxes"][0, :, :2], points, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["aux_boxes"][0, 0, :, 2:], 0.5, atol=1e-6)  # sigmoid(0)
+  assert np.all((points > 0.05) & (points < 0.95))
+  assert params["query_log_sigma"].shape == (TINY["num_queries"], TINY["num_heads"])
+
+
+def test_spatial_prior_is_a_log_gaussian_per_query_and_head():
+  from seg_jax.models.detr import _gaussian_prior
+
+  class Holder(nn.Module):
+    num_heads: int = 2
+
+    @nn.compact
+    def __call__(self, points):
+      return _gaussian_prior(self, points, 3, 4)
+
+  points = jnp.array([[0.1, 0.9], [0.5, 0.5]], jnp.float32)
+  holder = Holder()
+  variables = holder.init(jax.random.key(0), points)
+  sigma = np.array([[0.2, 0.3], [0.4, 0.5]], np.float32)
+  variables = {"params": {"query_log_sigma": np.log(sigma)}}
+  bias = np.asarray(holder.apply(variables, points))
+  assert bias.shape == (1, 2, 2, 12)  # (1, heads, queries, h * w)
+  for head in range(2):
+    for q in range(2):
+      for i in range(3):
+        for j in range(4):
+          d2 = ((j + 0.5) / 4 - points[q, 0]) ** 2 + ((i + 0.5) / 3 - points[q, 1]) ** 2
+          want = -d2 / (2 * sigma[q, head] ** 2)
+          np.testing.assert_allclose(bias[0, head, q, i * 4 + j], want, rtol=1e-5)
+  # Initial width: one token of the feature map.
+  init_sigma = np.exp(np.asarray(holder.init(jax.random.key(0), points)["params"]
+                                 ["query_log_sigma"]))
+  np.testing.assert_allclose(init_sigma, 1 / 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(spatial_prior=True), "spatial_prior=True needs query_type='anchor'"),
+    (dict(query_type="grid"), "query_type must be 'learned' or 'anchor'")])
+def test_query_options_are_checked(fields, message):
+  model = get_model("detr", **dict(TINY, **fields))
+  with pytest.raises(ValueError, match=message):
+    model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))

@@ -1,6 +1,7 @@
 """The CPU-fast convolution (custom VJP, GEMM kernel gradient) against XLA's native gradients
 and against a numpy loop for the kernel gradient."""
 
+import functools
 import itertools
 
 import jax
@@ -37,7 +38,7 @@ def test_gemm_gradients_equal_native(stride, padding, dilation, ksize):
   v_native, (dx_native, dk_native) = grads["native"]
   for impl in ("gemm", "auto"):
     v_gemm, (dx_gemm, dk_gemm) = grads[impl]
-    np.testing.assert_allclose(v_gemm, v_native, rtol=1e-6)
+    np.testing.assert_allclose(v_gemm, v_native, rtol=1e-5)  # GEMM forward: other rounding
     np.testing.assert_allclose(dx_gemm, dx_native, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dk_gemm, dk_native, rtol=1e-5, atol=1e-4)
 
@@ -89,12 +90,33 @@ def test_input_gradient_matches_numpy_loop():
 
 
 def test_auto_uses_gemm_only_where_it_pays():
-  assert _gemm_passes("auto", (4, 11, 11, 256), (7, 7, 256, 64), (4, 5, 5, 64)) == (True, True)
-  assert _gemm_passes("auto", (4, 64, 64, 3), (3, 3, 3, 32), (4, 64, 64, 32)) == (True, False)
+  # (forward, kernel gradient, input gradient)
+  assert _gemm_passes("auto", (4, 11, 11, 256), (7, 7, 256, 64), (4, 5, 5, 64)) == (
+      True, True, True)
+  assert _gemm_passes("auto", (4, 64, 64, 3), (3, 3, 3, 32), (4, 64, 64, 32)) == (
+      False, True, False)
   assert _gemm_passes("auto", (4, 128, 128, 64), (3, 3, 64, 32), (4, 128, 128, 32)) == (
-      False, False)
+      False, False, False)
   assert _gemm_passes("native", (4, 11, 11, 256), (7, 7, 256, 64), (4, 5, 5, 64)) == (
-      False, False)
+      False, False, False)
+  assert _gemm_passes("auto", (8, 64, 64, 3), (7, 7, 3, 16), (8, 32, 32, 16)) == (
+      False, True, True)  # RGB stem: native forward
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 3, 1), (2, ((1, 2), (3, 6)), (1, 2))])
+def test_forward_gemm_equals_native(stride, padding, dilation):
+  """A large kernel on a small map (DeconvNet's fc6 shape, scaled down) runs as one GEMM."""
+  keys = jax.random.split(jax.random.key(1), 2)
+  x = jax.random.normal(keys[0], (2, 4, 5, 16))
+  kernel = jax.random.normal(keys[1], (7, 7, 16, 8))
+  run = lambda impl: jax.jit(functools.partial(
+      conv2d, stride=stride, padding=padding, dilation=dilation, implementation=impl))(
+          x, kernel)
+  np.testing.assert_allclose(run("auto"), run("native"), rtol=1e-5, atol=1e-4)
+  jaxpr = str(jax.make_jaxpr(functools.partial(conv2d, stride=stride, padding=padding,
+                                               dilation=dilation, implementation="auto"))(
+                                                   x, kernel))
+  assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
 
 
 SUBPIXEL_CASES = [  # spatial, kernel, stride, padding, output_padding

@@ -139,7 +139,11 @@ def _transpose_cases():
   cases += [((3, 4), (3, 2), (2, 1), (1, 0), (1, 0), (1, 2)),
             ((4, 3), (2, 3), 1, 0, 1, 2),
             ((5, 5), (2, 2), 3, 2, 2, 1),
-            ((3, 3), (1, 1), 2, 0, 1, 1)]
+            ((3, 3), (1, 1), 2, 0, 1, 1),
+            # Large kernels with large padding (DeconvNet's 7x7 deconv_fc6 on a 4x4 map):
+            # the sub-pixel path computes only the phase rows the crop keeps.
+            ((4, 4), (7, 7), 1, 3, 0, 1),
+            ((4, 5), (7, 5), 2, (5, 3), (1, 0), 1)]
   return cases
 
 
