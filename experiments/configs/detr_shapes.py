@@ -3,8 +3,16 @@
 The transformer reads C3 (stride 8: 8x8 tokens on 64 px images); at C5 a 64 px image is
 2x2 tokens and, in a first run, classification stayed at the class prior after 850 steps.
 
-The DETR recipe (AdamW, backbone at 1/10 of the rate, clip 0.1, set loss weights 1/5/2 with
-no-object weight 0.1) at toy scale; ``runlocal`` shrinks it to a smoke test.
+Queries are reference points with SMCA's Gaussian cross-attention prior
+(``query_type='anchor'``, ``spatial_prior=True``): with DETR's free query embeddings,
+trained from scratch here, the class loss stayed at the prior level (box AP50 0.034 after
+1000 steps, 0.059 after 3000) while the anchored queries reached 0.18 after 1500 steps
+and 0.50 after 2000 of this 6000-step schedule (README). ``--config.model.query_type=learned
+--config.model.spatial_prior=False`` gives the original DETR.
+
+The DETR recipe otherwise (AdamW, gradient clip 0.1, set loss weights 1/5/2 with no-object
+weight 0.1) at toy scale with a 10x higher learning rate (1e-3, backbone included: it is
+trained from scratch); ``runlocal`` shrinks it to a smoke test.
 Run: ``python -m experiments.train --config=detr_shapes --workdir=/tmp/detr_shapes``.
 """
 
@@ -29,19 +37,19 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       "name": "detr", "num_classes": 4, "num_queries": 12, "d_model": 64, "num_heads": 4,
       "num_encoder_layers": 3, "num_decoder_layers": 3, "dim_feedforward": 256,
       "dropout": 0.0, "backbone_depth": 18, "backbone_width": 0.25, "frozen_bn": False,
-      "feature_level": "c3", "with_masks": False, "query_type": "learned",
-      "spatial_prior": False})
+      "feature_level": "c3", "with_masks": False, "query_type": "anchor",
+      "spatial_prior": True})
   config.loss = detr_loss_config()
   config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 3e-4
+  config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 0.1
   config.optimizer.lr_multipliers = {"^backbone/": 1.0}
   config.schedule.name = "warmup_cosine"
   config.schedule.warmup_steps = 200
   config.batch_size = 32
-  config.num_train_steps = 3000
-  config.eval_every = 1000
+  config.num_train_steps = 6000
+  config.eval_every = 2000
   config.checkpoint_every = 1000
   config.eval_score_bins = 1000
   config = shapes_base.finish(config, arg)

@@ -7,7 +7,7 @@ Batches come from the ``instances`` data task: ``image``, ``boxes`` (B,M,4) xyxy
 Evaluation must be summable over batches and devices, so box and mask AP use the same
 in-graph COCO greedy matching + score histograms as ``seg_jax.tasks.detection`` (mask IoU
 from the pasted binary masks). For exact pycocotools numbers on saved predictions use
-``seg_jax.metrics_coco.coco_evaluate`` (see ``seg_jax.benchmarks.mask_rcnn``).
+``seg_jax.metrics_coco.coco_evaluate`` (see ``seg_jax.benchmarks.coco_ap``).
 """
 
 from __future__ import annotations
