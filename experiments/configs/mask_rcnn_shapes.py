@@ -30,7 +30,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.schedule.warmup_steps = 100
   # The mask head dominates the step time on CPU (about 1 s/step at batch 8 on 2 busy cores).
   config.batch_size = 8
-  config.num_train_steps = 3000  # mask AP50 0.56 / 0.78 / see README after 1000 / 2000 / 3000
+  # Measured (README): mask AP50 0.560 / 0.779 / 0.819 after 1000 / 2000 / 3000 steps.
+  config.num_train_steps = 3000
   config.log_every = 50
   config.eval_every = 1000
   config.checkpoint_every = 500
