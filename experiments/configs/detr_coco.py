@@ -42,7 +42,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.eval_every = 10 * _STEPS_PER_EPOCH
   config.checkpoint_every = 5 * _STEPS_PER_EPOCH
   config.eval_score_bins = 1000
-  # ImageNet ResNet-50: convert torchvision weights with
-  # seg_jax.models.resnet.resnet_params_from_torchvision and point init_weights at the file.
+  # ImageNet ResNet-50: --config.init_weights=<torchvision resnet50 .pth/.safetensors/.npz>;
+  # the loop converts it into the backbone (parameters and frozen-BN statistics).
   config.init_weights = None
   return shapes_base.finish(config, ",".join(options - {"masks"}))

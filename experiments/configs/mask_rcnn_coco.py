@@ -11,10 +11,11 @@ the pipeline batches square images). Detectron resizes the *shorter* side to 800
 <= 1333), so objects are up to ~1.7x smaller here; raise ``data.image_size`` to 1344 for
 the paper scale at ~2.8x the cost. Augmentation: horizontal flip only.
 
-Pretrained backbone: the recipe needs ImageNet ResNet-50 weights (torchvision
-``resnet50-0676ba61.pth`` converted with ``seg_jax.models.resnet.resnet_params_from_torchvision``,
-or its .safetensors/.npz); no file ships with seg_jax, so you must provide it with
-``--config.init_weights=<file>``. Without it the frozen-BN backbone stays at random init.
+Pretrained backbone: the recipe needs ImageNet ResNet-50 weights: pass torchvision's
+``resnet50-0676ba61.pth`` (needs torch to read) or its .safetensors/.npz conversion with
+``--config.init_weights=<file>``; the loop converts it (``resnet_params_from_torchvision``) into the
+backbone's parameters and frozen-BN statistics. No file ships with seg_jax; without one the
+frozen-BN backbone stays at random init.
 Data: ``--config.data.manual_dir=<folder with train2017/, val2017/, annotations/>`` offline.
 ``arg``: ``runlocal`` shrinks everything (ResNet-50 at 1/8 width, 64 px, few boxes).
 Run: ``python -m experiments.train --config=mask_rcnn_coco --workdir=/tmp/mask_rcnn_coco``.
