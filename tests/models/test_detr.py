@@ -194,3 +194,23 @@ def test_query_options_are_checked(fields, message):
   model = get_model("detr", **dict(TINY, **fields))
   with pytest.raises(ValueError, match=message):
     model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+
+
+def test_transformer_cross_bias_reaches_every_decoder_layer():
+  """A -1e9 bias on all keys but the first makes the decoder blind to the other tokens."""
+  from seg_jax.models.transformer import Transformer
+  model = Transformer(d_model=8, num_heads=2, num_encoder_layers=0, num_decoder_layers=2,
+                      dim_feedforward=16, dropout=0.0)
+  rng = np.random.default_rng(0)
+  src = jnp.asarray(rng.normal(size=(1, 5, 8)), jnp.float32)
+  pos = jnp.asarray(rng.normal(size=(1, 5, 8)), jnp.float32)
+  queries = jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)
+  bias = jnp.full((1, 1, 3, 5), -1e9).at[..., 0].set(0.0)
+  variables = model.init(jax.random.key(0), src, pos, queries)
+  changed = src.at[:, 1:].add(5.0)
+  hs, _ = model.apply(variables, src, pos, queries, cross_bias=bias)
+  hs_changed, _ = model.apply(variables, changed, pos, queries, cross_bias=bias)
+  np.testing.assert_allclose(hs, hs_changed, atol=1e-5)
+  free, _ = model.apply(variables, src, pos, queries)
+  free_changed, _ = model.apply(variables, changed, pos, queries)
+  assert float(jnp.abs(free - free_changed).max()) > 1e-2  # without the bias they matter
