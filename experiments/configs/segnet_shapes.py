@@ -1,4 +1,9 @@
-"""SegNet (max-unpooling decoder) on shapes, 4 encoder stages at 1/8 width."""
+"""SegNet (max-unpooling decoder) on shapes, 4 encoder stages at 1/4 width.
+
+U-Net's data lessons (no scale jitter, batch 8): mean IU 0.58 / 0.825 / 0.860 after
+2000 / 4000 / 6000 steps (README); without skips it learns far more slowly than U-Net.
+Run: ``python -m experiments.train --config=segnet_shapes --workdir=/tmp/segnet_shapes``.
+"""
 
 import ml_collections
 
@@ -7,6 +12,11 @@ from experiments.configs import shapes_base
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
   config = shapes_base.base_config("shapes")
-  config.model = ml_collections.ConfigDict({"name": "segnet", "width": 0.125, "num_stages": 4})
+  config.model = ml_collections.ConfigDict({"name": "segnet", "width": 0.25, "num_stages": 4})
   config.optimizer.learning_rate = 3e-3
+  config.data.augmentation.scale_range = (1.0, 1.0)
+  config.batch_size = 8
+  config.num_train_steps = 6000
+  config.eval_every = 2000
+  config.checkpoint_every = 2000
   return shapes_base.finish(config, arg)
