@@ -14,6 +14,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from seg_jax import weights
+from seg_jax.models import vgg_weights
 from seg_jax.models.deconvnet import DeconvNet
 from seg_jax.models.fcn import FCN
 from seg_jax.models.segnet import SegNet
@@ -93,10 +94,10 @@ def torch_vgg16_forward(state, x_nhwc):
 
 
 def test_feature_indices_follow_torchvision():
-  idx = weights.vgg_feature_indices(16)
+  idx = vgg_weights.vgg_feature_indices(16)
   assert [idx[k] for k in ("conv1_1", "conv1_2", "conv2_1", "conv3_3", "conv4_1", "conv5_3")] \
       == [0, 2, 5, 14, 17, 28]
-  idx19 = weights.vgg_feature_indices(19)
+  idx19 = vgg_weights.vgg_feature_indices(19)
   assert (idx19["conv3_4"], idx19["conv4_1"], idx19["conv5_4"]) == (16, 19, 34)
 
 
@@ -105,7 +106,7 @@ def test_full_size_conv_layers_from_safetensors(tmp_path):
   state = torchvision_state(include_top=False, dtype=np.float16)
   path = str(tmp_path / "vgg16_features.safetensors")
   save_file(state, path)
-  params = weights.load_vgg_params(path, include_top=False)
+  params = vgg_weights.load_vgg_params(path, include_top=False)
   assert params["conv1_1"]["kernel"].shape == (3, 3, 3, 64)
   assert params["conv5_3"]["kernel"].shape == (3, 3, 512, 512)
   assert params["conv5_3"]["kernel"].dtype == np.float32
@@ -116,7 +117,7 @@ def test_full_size_conv_layers_from_safetensors(tmp_path):
             for t in taps}
   names = tuple(sorted(set(taps) | {v for v in inputs.values() if v != "pool0"}))
   out = jax.jit(model.apply, static_argnames="capture")({"params": params}, x, capture=names)
-  index = weights.vgg_feature_indices(16)
+  index = vgg_weights.vgg_feature_indices(16)
   for tap in taps:
     source = x if inputs[tap] == "pool0" else np.asarray(out[inputs[tap]])
     w = state[f"features.{index[tap]}.weight"].astype(np.float64)
@@ -135,14 +136,14 @@ def test_classifier_matches_numpy_torchvision_forward(tmp_path, layout, ext):
     np.savez(path, **state)
   else:
     save_file(state, path)
-  params = weights.load_vgg_params(path, width=width)
+  params = vgg_weights.load_vgg_params(path, width=width)
   assert params["fc6"]["kernel"].shape == (49 * 32, 256)
   assert params["fc8"]["kernel"].shape == (256, 10)
   x = np.random.default_rng(2).normal(size=(2, 48, 40, 3)).astype(np.float32)
   logits = jax.jit(VGG(width=width, num_classes=10).apply)({"params": params}, x)
   np.testing.assert_allclose(logits, torch_vgg16_forward(tv, x), rtol=1e-4, atol=1e-4)
 
-  conv = weights.load_vgg_params(path, width=width, convolutional_fc=True)
+  conv = vgg_weights.load_vgg_params(path, width=width, convolutional_fc=True)
   assert conv["fc6"]["kernel"].shape == (7, 7, 32, 256)
   expected = convolutionalize(params)
   for name in ("fc6", "fc7", "fc8"):
@@ -152,7 +153,7 @@ def test_classifier_matches_numpy_torchvision_forward(tmp_path, layout, ext):
 def test_fc6_reorders_torch_flatten():
   """fc6 row (h, w, c) of our kernel is torch column c * 49 + h * 7 + w."""
   tv = torchvision_state(width=1 / 16, num_classes=3)
-  params = weights.vgg_params_from_state_dict(tv, width=1 / 16)
+  params = vgg_weights.vgg_params_from_state_dict(tv, width=1 / 16)
   kernel, torch_w = params["fc6"]["kernel"], tv["classifier.0.weight"]
   for h, w, c in [(0, 0, 1), (3, 5, 7), (6, 6, 31)]:
     np.testing.assert_array_equal(kernel[(h * 7 + w) * 32 + c], torch_w[:, c * 49 + h * 7 + w])
@@ -162,23 +163,23 @@ def test_errors_name_the_key(tmp_path):
   tv = torchvision_state(width=1 / 16, num_classes=3)
   missing = {k: v for k, v in tv.items() if k != "features.10.weight"}
   with pytest.raises(ValueError, match=r"missing key 'features\.10\.weight' \(VGG16 conv3_1\)"):
-    weights.vgg_params_from_state_dict(missing, width=1 / 16)
+    vgg_weights.vgg_params_from_state_dict(missing, width=1 / 16)
   with pytest.raises(ValueError, match=r"'features\.0\.weight'.*shape \(4, 3, 3, 3\), expected"):
-    weights.vgg_params_from_state_dict(tv)  # width 1 expected
+    vgg_weights.vgg_params_from_state_dict(tv)  # width 1 expected
   with pytest.raises(ValueError, match="classifier.6.bias"):
-    weights.vgg_params_from_state_dict({k: v for k, v in tv.items() if k != "classifier.6.bias"},
+    vgg_weights.vgg_params_from_state_dict({k: v for k, v in tv.items() if k != "classifier.6.bias"},
                                        width=1 / 16)
   with pytest.raises(ValueError, match=r"missing key 'features\.16\.weight' \(VGG19 conv3_4\)"):
-    weights.vgg_params_from_state_dict(tv, depth=19, width=1 / 16)
+    vgg_weights.vgg_params_from_state_dict(tv, depth=19, width=1 / 16)
   with pytest.raises(ValueError, match="unexpected key 'features.34.weight'"):
-    weights.vgg_params_from_state_dict({**tv, "features.34.weight": tv["features.0.weight"]},
+    vgg_weights.vgg_params_from_state_dict({**tv, "features.34.weight": tv["features.0.weight"]},
                                        width=1 / 16)
   bad = tmp_path / "vgg.h5"
   bad.write_bytes(b"")
   with pytest.raises(ValueError, match="unsupported weights format"):
-    weights.load_vgg_params(str(bad))
+    vgg_weights.load_vgg_params(str(bad))
   with pytest.raises(FileNotFoundError):
-    weights.load_vgg_params(str(tmp_path / "nope.safetensors"))
+    vgg_weights.load_vgg_params(str(tmp_path / "nope.safetensors"))
 
 
 @pytest.mark.skipif("torch" in sys.modules or __import__("importlib").util.find_spec("torch"),
@@ -187,7 +188,7 @@ def test_pth_without_torch_says_what_to_do(tmp_path):
   path = tmp_path / "vgg16-397923af.pth"
   path.write_bytes(b"\0")
   with pytest.raises(ValueError, match="needs torch.*safetensors"):
-    weights.load_vgg_params(str(path))
+    vgg_weights.load_vgg_params(str(path))
 
 
 def test_fetch_pretrained_offline(tmp_path, monkeypatch):
@@ -205,12 +206,12 @@ def test_fetch_pretrained_offline(tmp_path, monkeypatch):
 
 def test_fcn_params_from_vgg():
   width = 1 / 16
-  vgg = weights.vgg_params_from_state_dict(torchvision_state(width=width, num_classes=5),
+  vgg = vgg_weights.vgg_params_from_state_dict(torchvision_state(width=width, num_classes=5),
                                            width=width)
   fcn_shapes = jax.eval_shape(FCN(num_classes=3, width=width).init, jax.random.key(0),
                               jnp.zeros((1, 32, 32, 3)))
   fcn_vars = jax.tree_util.tree_map(lambda s: np.full(s.shape, 7.0, np.float32), fcn_shapes)
-  out = weights.fcn_params_from_vgg(vgg, fcn_vars)
+  out = vgg_weights.fcn_params_from_vgg(vgg, fcn_vars)
   p = out["params"]
   np.testing.assert_array_equal(p["conv1_1"]["kernel"], vgg["conv1_1"]["kernel"])
   np.testing.assert_array_equal(p["fc6"]["kernel"].reshape(-1, 256), vgg["fc6"]["kernel"])
@@ -219,18 +220,18 @@ def test_fcn_params_from_vgg():
   wide = jax.eval_shape(FCN(num_classes=3, width=1 / 8).init, jax.random.key(0),
                         jnp.zeros((1, 32, 32, 3)))
   with pytest.raises(ValueError, match="conv1_1/kernel"):
-    weights.fcn_params_from_vgg(vgg, jax.tree_util.tree_map(lambda s: np.zeros(s.shape), wide))
+    vgg_weights.fcn_params_from_vgg(vgg, jax.tree_util.tree_map(lambda s: np.zeros(s.shape), wide))
 
 
 def test_init_from_vgg_fills_batchnorm_encoders():
   width = 1 / 16
-  vgg = weights.vgg_params_from_state_dict(torchvision_state(width=width, num_classes=5),
+  vgg = vgg_weights.vgg_params_from_state_dict(torchvision_state(width=width, num_classes=5),
                                            width=width)
   x = jnp.zeros((1, 32, 32, 3))
   for model in (SegNet(width=width), DeconvNet(width=width)):
     shapes = jax.eval_shape(model.init, jax.random.key(0), x)
     variables = jax.tree_util.tree_map(lambda s: np.full(s.shape, 7.0, np.float32), shapes)
-    out = weights.init_from_vgg(vgg, variables)
+    out = vgg_weights.init_from_vgg(vgg, variables)
     p = out["params"]
     np.testing.assert_array_equal(p["conv4_2"]["kernel"], vgg["conv4_2"]["kernel"])
     assert "bias" not in p["conv4_2"] and np.all(p["conv4_2_bn"]["scale"] == 7.0)

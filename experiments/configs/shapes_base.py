@@ -37,7 +37,11 @@ def base_config(data_name: str = "shapes") -> ml_collections.ConfigDict:
   config.seed = 0
   config.parallelism = "jit"
   config.dtype = "float32"
+  # A weights file or another run's directory (see seg_jax.training.init_weights); with a
+  # run, init_weights_scopes limits the copy to those top-level layers (default: every
+  # layer whose path and shape match).
   config.init_weights = ml_collections.FieldReference(None, field_type=str)
+  config.init_weights_scopes = ml_collections.FieldReference(None, field_type=tuple)
   config.distributed = ml_collections.ConfigDict({
       "coordinator_address": ml_collections.FieldReference(None, field_type=str),
       "num_processes": ml_collections.FieldReference(None, field_type=int),

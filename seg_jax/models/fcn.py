@@ -14,7 +14,10 @@ the input for *any* size (odd, tiny, non-square):
 The price is compute on the 100-pixel border (a 32x32 image runs conv1 on 230x230).
 Skip scores are zero-initialised (reference), upsampling kernels start bilinear, and the
 final upsampling is frozen by default (``freeze_final_upsampling``) as in the reference.
-Use :func:`seg_jax.weights.fcn_params_from_vgg` to start from ImageNet VGG-16.
+``load_pretrained`` starts from an ImageNet VGG-16 file (torchvision or Caffe layout) and
+``adapt_transferred`` from another run: a trained VGG classifier is convolutionalised
+(fc6/fc7 dense -> convolutions) exactly as the ImageNet file is; a trained FCN-32s/16s
+passes its trunk and score layers on to the next stage.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import flax.linen as nn
 import jax
 
 from seg_jax.layers import Conv
+from seg_jax.models import vgg_weights
 from seg_jax.models.vgg import FC_FEATURES, scaled, vgg_features
 
 Dtype = Any
@@ -102,3 +106,16 @@ class FCN(nn.Module):
     fuse = up4 + crop_like(pool3, CROP_POOL3, up4.shape[1], up4.shape[2])
     up = upsample(fuse, 8, "upscore8", final_trainable)
     return crop_like(up, CROP_8S, height, width)
+
+
+def load_pretrained(state, variables, *, source: str, width: float = 1.0,
+                    **unused_model_fields) -> dict:
+  """An ImageNet VGG-16 file into FCN variables: the trunk and the convolutionalised
+  fc6/fc7 (all required); score and upsampling layers keep their initialisation."""
+  del unused_model_fields
+  required = list(vgg_weights.vgg_feature_indices(16)) + ["fc6", "fc7"]
+  return vgg_weights.load_pretrained(state, variables, source=source, width=width,
+                                     required=required)
+
+
+adapt_transferred = vgg_weights.adapt_transferred

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seg_jax.layers import Conv
+from seg_jax.weights import merge_tree
 
 Dtype = Any
 
@@ -203,3 +204,23 @@ def resnet_params_from_torchvision(state_dict: Mapping[str, Any],
     else:
       put(params, norm_path, value)
   return {"params": params, "batch_stats": stats}
+
+
+def load_pretrained(state: Mapping[str, Any], variables: Mapping[str, Any], *, source: str,
+                    frozen_bn: bool = True, **unused_model_fields) -> dict:
+  """The ResNet family's ``load_pretrained``: a torchvision ResNet state dict into the
+  ``backbone`` of a detector's variables (DETR, Mask R-CNN); BN statistics (and, with
+  ``frozen_bn``, the affine parameters) go to ``batch_stats``."""
+  del unused_model_fields
+  params = dict(variables.get("params", {}))
+  if "backbone" not in params or "layer1.0.conv1.weight" not in state:
+    what = "a ResNet file" if "layer1.0.conv1.weight" in state else "not a torchvision ResNet file"
+    raise ValueError(f"init_weights {source}: {what}; the model needs a torchvision ResNet "
+                     f"file for its 'backbone' (keys like 'layer1.0.conv1.weight')")
+  converted = resnet_params_from_torchvision(state, frozen_bn=frozen_bn)
+  stats = dict(variables.get("batch_stats", {}))
+  params["backbone"] = merge_tree(params["backbone"], converted["params"], source_name=source,
+                                  prefix="backbone/")
+  stats["backbone"] = merge_tree(stats.get("backbone", {}), converted["batch_stats"],
+                                 source_name=source, prefix="backbone/")
+  return {**variables, "params": params, "batch_stats": stats}

@@ -29,6 +29,7 @@ from absl import logging
 from seg_jax import data as data_lib
 from seg_jax import tasks
 from seg_jax.training import checkpoint as checkpoint_lib
+from seg_jax.training import init_weights as init_lib
 from seg_jax.training import logging as log_lib
 from seg_jax.training import optim, sharding, step as step_lib
 from seg_jax.training.state import TrainState, create_train_state
@@ -72,120 +73,6 @@ def build_model(config, num_classes: int, bn_axis_name: Optional[str] = None):
   return model
 
 
-def _merge_pretrained(params, pretrained, path: str, prefix: str = ""):
-  """Copies ``pretrained`` into the sub-tree of ``params`` that has all of its keys."""
-  def find(tree):
-    if not isinstance(tree, dict):
-      return None
-    if set(pretrained) <= set(tree):
-      return tree
-    for child in tree.values():
-      found = find(child)
-      if found is not None:
-        return found
-    return None
-
-  target = find(params)
-  if target is None:
-    raise ValueError(f"init_weights {path}: no part of the model has parameters "
-                     f"{sorted(pretrained)[:5]}")
-
-  def copy(dst, src, prefix):
-    for key, value in src.items():
-      if isinstance(value, dict):
-        copy(dst[key], value, f"{prefix}{key}/")
-      else:
-        if np.shape(dst[key]) != np.shape(value):
-          raise ValueError(f"init_weights {path}: {prefix}{key} has shape {np.shape(value)}, "
-                           f"model expects {np.shape(dst[key])}")
-        dst[key] = np.asarray(value, np.asarray(dst[key]).dtype)
-  copy(target, pretrained, prefix)
-  return params
-
-
-def _checkpoint_variables(path: str) -> dict:
-  """``{'params', 'batch_stats'}`` of the latest checkpoint of a seg_jax run directory.
-
-  ``path`` is a workdir, its ``checkpoints`` directory or one ``checkpoints/<step>``.
-  """
-  path = os.path.abspath(path)
-  step = None
-  if os.path.basename(path).isdigit() and os.path.isdir(path):
-    path, step = os.path.dirname(path), int(os.path.basename(path))
-  elif os.path.isdir(os.path.join(path, "checkpoints")):
-    path = os.path.join(path, "checkpoints")
-  checkpointer = checkpoint_lib.Checkpointer(path, save_every=1, keep=1000)
-  try:
-    if checkpointer.latest_step() is None:
-      raise ValueError(f"init_weights {path}: directory has no seg_jax checkpoint")
-    restored = checkpointer.restore(None, step)
-  finally:
-    checkpointer.close()
-  return {k: _to_dict(jax.tree.map(np.asarray, restored.get(k) or {}))
-          for k in ("params", "batch_stats")}
-
-
-def load_init_weights(config, params, batch_stats=None):
-  """Loads ``config.init_weights`` into the variables; returns ``(params, batch_stats)``.
-
-  ``init_weights`` may be
-  - a seg_jax run directory (or its ``checkpoints[/<step>]``): the sub-trees named in
-    ``config.init_weights_scopes`` (default ``('backbone',)``) are copied, parameters and
-    BatchNorm statistics, e.g. a DETR backbone from a Mask R-CNN run with the same ResNet;
-  - a torchvision ResNet file (``layer1.0.conv1.weight`` ...) for models with a ResNet
-    ``backbone`` (DETR, Mask R-CNN), converted by ``resnet_params_from_torchvision``;
-  - an ImageNet VGG file: FCN models get the convolutionalised VGG
-    (``weights.fcn_params_from_vgg``), others receive the VGG tensors into the sub-tree whose
-    names match (e.g. an encoder).
-  Every copied tensor must have the model's shape.
-  """
-  batch_stats = {} if batch_stats is None else batch_stats
-  path = config.get("init_weights", None)
-  if not path:
-    return params, batch_stats
-  if not os.path.exists(path):
-    raise ValueError(f"init_weights file not found: {path}")
-  params = _to_dict(jax.tree.map(np.asarray, params))
-  batch_stats = _to_dict(jax.tree.map(np.asarray, batch_stats))
-  if os.path.isdir(path):
-    source = _checkpoint_variables(path)
-    scopes = tuple(config.get("init_weights_scopes", None) or ("backbone",))
-    for scope in scopes:
-      if scope not in source["params"] or scope not in params:
-        raise ValueError(f"init_weights {path}: no {scope!r} parameters in the checkpoint "
-                         f"or the model")
-      params[scope] = _merge_pretrained(params[scope], source["params"][scope], path,
-                                        f"{scope}/")
-      if scope in source["batch_stats"] and scope in batch_stats:
-        batch_stats[scope] = _merge_pretrained(batch_stats[scope],
-                                               source["batch_stats"][scope], path, f"{scope}/")
-    return params, batch_stats
-  from seg_jax import weights  # pylint: disable=g-import-not-at-top
-  state = weights.read_state_dict(path)
-  if "layer1.0.conv1.weight" in state:
-    if "backbone" not in params:
-      raise ValueError(f"init_weights {path} is a ResNet file but model "
-                       f"{config.model.name!r} has no ResNet backbone")
-    from seg_jax.models.resnet import resnet_params_from_torchvision  # pylint: disable=g-import-not-at-top
-    frozen = bool(config.model.get("frozen_bn", True))
-    converted = resnet_params_from_torchvision(state, frozen_bn=frozen)
-    params["backbone"] = _merge_pretrained(params["backbone"], converted["params"], path)
-    batch_stats["backbone"] = _merge_pretrained(batch_stats.get("backbone", {}),
-                                                converted["batch_stats"], path)
-    return params, batch_stats
-  width = float(config.model.get("width", 1.0))
-  vgg = weights.vgg_params_from_state_dict(state, include_top=True, width=width, source=path)
-  if str(config.model.name).startswith("fcn"):
-    return _to_dict(weights.fcn_params_from_vgg(vgg, params)), batch_stats
-  return _merge_pretrained(params, _to_dict(vgg), path), batch_stats
-
-
-def _to_dict(tree):
-  if hasattr(tree, "items"):
-    return {k: _to_dict(v) for k, v in tree.items()}
-  return tree
-
-
 class _Setup:
   """Everything built from the config once: data info, model, task, optimizer, runner."""
 
@@ -219,7 +106,8 @@ class _Setup:
     create = jax.jit(functools.partial(create_train_state, self.task, self.model, self.tx))
     state = jax.device_get(create(jax.random.key(int(self.config.seed)), example))
     if self.config.get("init_weights", None):
-      params, batch_stats = load_init_weights(self.config, state.params, state.batch_stats)
+      params, batch_stats = init_lib.load_init_weights(self.config, state.params,
+                                                        state.batch_stats)
       state = state.replace(params=params, batch_stats=batch_stats,
                             opt_state=self.tx.init(params))
     return self.runner.place_state(state)

@@ -57,9 +57,9 @@ def test_unknown_config_key_is_one_line(tmp_path):
 
 
 def test_missing_init_weights_names_the_file(tmp_path):
-  from seg_jax.training import loop
+  from seg_jax.training import init_weights as init_lib
   from experiments.configs import fcn8s_voc
   config = fcn8s_voc.get_config()
   config.init_weights = str(tmp_path / "missing_vgg16.safetensors")
   with pytest.raises(ValueError, match="init_weights file not found: .*missing_vgg16"):
-    loop.load_init_weights(config, {})
+    init_lib.load_init_weights(config, {})

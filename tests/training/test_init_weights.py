@@ -10,7 +10,7 @@ import pytest
 
 from seg_jax import models
 from seg_jax.training import checkpoint as checkpoint_lib
-from seg_jax.training import loop
+from seg_jax.training import init_weights as init_lib
 
 
 def _config(path, model=None, **extra):
@@ -34,7 +34,7 @@ def test_torchvision_resnet_file_fills_the_detr_backbone(tmp_path, frozen,
                 num_decoder_layers=1, dim_feedforward=16, backbone_depth=18, frozen_bn=frozen)
   model = models.get_model("detr", **fields)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-  params, stats = loop.load_init_weights(
+  params, stats = init_lib.load_init_weights(
       _config(path, {"name": "detr", **fields}), _zeros(shapes["params"]),
       _zeros(shapes["batch_stats"]))
   backbone = params["backbone"]
@@ -53,8 +53,8 @@ def test_resnet_file_for_a_model_without_resnet_backbone(tmp_path, torchvision_r
   path = tmp_path / "resnet18.npz"
   np.savez(path, **{k: np.zeros(s, np.float32)
                     for k, s in torchvision_resnet_keys(18).items()})
-  with pytest.raises(ValueError, match="is a ResNet file but model 'unet' has no ResNet"):
-    loop.load_init_weights(_config(path, {"name": "unet"}), {"enc": {"w": np.zeros(2)}})
+  with pytest.raises(ValueError, match="model .unet. cannot import a weights file"):
+    init_lib.load_init_weights(_config(path, {"name": "unet"}), {"enc": {"w": np.zeros(2)}})
 
 
 def _save_run(workdir, step=7):
@@ -77,7 +77,7 @@ def _target(kernel_shape=(3, 3, 2, 4)):
 @pytest.mark.parametrize("suffix", ["", "checkpoints", "checkpoints/7"])
 def test_run_directory_copies_only_the_backbone(tmp_path, suffix):
   _save_run(str(tmp_path / "run"))
-  params, stats = loop.load_init_weights(_config(tmp_path / "run" / suffix), *_target())
+  params, stats = init_lib.load_init_weights(_config(tmp_path / "run" / suffix), *_target())
   np.testing.assert_array_equal(params["backbone"]["conv"]["kernel"], 1.0)
   np.testing.assert_array_equal(stats["backbone"]["bn"]["mean"], 2.0)
   np.testing.assert_array_equal(params["head"]["kernel"], 0.0)  # other shape, not copied
@@ -86,10 +86,11 @@ def test_run_directory_copies_only_the_backbone(tmp_path, suffix):
 def test_run_directory_errors_name_the_problem(tmp_path):
   _save_run(str(tmp_path / "run"))
   with pytest.raises(ValueError, match="backbone/conv/kernel has shape"):
-    loop.load_init_weights(_config(tmp_path / "run"), *_target((3, 3, 2, 8)))
+    init_lib.load_init_weights(_config(tmp_path / "run", init_weights_scopes=["backbone"]),
+                               *_target((3, 3, 2, 8)))
   with pytest.raises(ValueError, match="no 'neck' parameters"):
-    loop.load_init_weights(_config(tmp_path / "run", init_weights_scopes=["neck"]),
+    init_lib.load_init_weights(_config(tmp_path / "run", init_weights_scopes=["neck"]),
                            *_target())
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="has no seg_jax checkpoint"):
-    loop.load_init_weights(_config(tmp_path / "empty"), *_target())
+    init_lib.load_init_weights(_config(tmp_path / "empty"), *_target())
