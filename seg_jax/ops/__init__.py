@@ -2,7 +2,7 @@
 
 One concept per file: ``conv`` (the convolution all layers use), ``conv_matrix`` (convolution
 as a matrix, transposed convolution as its transpose), ``upsample``, ``unpool``, ``boxes``,
-``nms``, ``roi_align``, ``anchors``, ``matching`` (Hungarian matching).
+``nms``, ``roi_align`` (+ ``roi_pool``), ``anchors``, ``matching`` (Hungarian matching).
 """
 
 from seg_jax.ops.conv import (
@@ -16,7 +16,7 @@ from seg_jax.ops.boxes import (
     box_area, box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, clip_boxes, decode_boxes,
     encode_boxes, generalized_box_iou)
 from seg_jax.ops.nms import batched_nms, nms
-from seg_jax.ops.roi_align import assign_fpn_levels, roi_align, roi_align_batched
+from seg_jax.ops.roi_align import assign_fpn_levels, roi_align, roi_align_batched, roi_pool
 from seg_jax.ops.anchors import generate_anchors
 from seg_jax.ops.matching import hungarian_matching, hungarian_matching_scipy
 
@@ -26,5 +26,5 @@ __all__ = [
     'conv_transpose', 'conv_transpose_output_size', 'conv_transpose_subpixel', 'decode_boxes', 'encode_boxes',
     'generalized_box_iou', 'generate_anchors', 'hungarian_matching', 'hungarian_matching_scipy',
     'input_gradient_gemm', 'kernel_gradient_gemm', 'max_pool_with_argmax', 'max_unpool', 'nms', 'normalize_padding',
-    'resize_bilinear', 'roi_align', 'roi_align_batched', 'unpool_bed_of_nails', 'unpool_nearest'
+    'resize_bilinear', 'roi_align', 'roi_align_batched', 'roi_pool', 'unpool_bed_of_nails', 'unpool_nearest'
 ]

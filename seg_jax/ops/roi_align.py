@@ -1,4 +1,5 @@
-"""RoIAlign (He et al. 2017) with torchvision's exact sampling rules, and FPN level mapping.
+"""RoIAlign (He et al. 2017) and RoIPool (Girshick 2015) with torchvision's exact rules,
+and FPN level mapping.
 
 Sampling rules (torchvision ``roi_align``): box coordinates are scaled by
 ``spatial_scale`` and, when ``aligned``, shifted by -0.5 (pixel centres); the legacy
@@ -156,6 +157,117 @@ def roi_align_batched(features: jax.Array, boxes: jax.Array,
   ax = _dense(cols, col_w, width).reshape(n, num_boxes, ow, width).astype(features.dtype)
   out = jnp.einsum("nrah,nhwc->nrawc", ay, features)
   return jnp.einsum("nrawc,nrbw->nrabc", out, ax)
+
+
+def _round_half_away(x: jax.Array) -> jax.Array:
+  """C's ``round``: halves go away from zero (``jnp.round`` rounds them to even)."""
+  return jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
+
+
+def _float32_quotient(numerator: jax.Array, denominator: int) -> jax.Array:
+  """Correctly rounded float32 ``numerator / denominator`` for ints ``1 <= numerator < 2**24``.
+
+  torchvision computes RoIPool bin sizes as a float32 division, and bin edges depend on its
+  last bit; XLA's vectorised CPU division can be one ulp off, so the quotient is formed in
+  integers: a 24-bit mantissa ``m = round_half_even(numerator * 2**k / denominator)``.
+  """
+  bits = lambda x: 32 - jax.lax.clz(x)
+  numerator = numerator.astype(jnp.int32)
+  d = jnp.int32(denominator)
+  shift = 23 + bits(d) - bits(numerator)  # numerator << shift has 23 + bits(d) bits
+  shift = jnp.where((numerator << shift) < (d << 23), shift + 1, shift)  # m >= 2**23
+  scaled = numerator << shift  # < 2**(24 + bits(d)) <= 2**31 for denominator < 128
+  mantissa, remainder = scaled // d, scaled % d
+  round_up = (2 * remainder > d) | ((2 * remainder == d) & (mantissa % 2 == 1))
+  mantissa = mantissa + round_up.astype(jnp.int32)
+  return jnp.ldexp(mantissa.astype(jnp.float32), -shift)
+
+
+def _pool_bins(start, end, size: int, out: int):
+  """torchvision ``roi_pool`` bins along one axis: ``[lo, hi)`` int32 ``(K, out)`` each.
+
+  Corners are rounded to pixels, the RoI spans ``end - start + 1`` pixels (at least 1),
+  bin ``p`` covers ``floor(p * bin) .. ceil((p + 1) * bin)`` from the RoI start (float32
+  products, as in torchvision), clipped to ``[0, size]``.
+  """
+  start, end = _round_half_away(start), _round_half_away(end)
+  length = jnp.clip(end - start + 1.0, 1.0, 2.0 ** 24 - 1).astype(jnp.int32)
+  bin_size = _float32_quotient(length, out)
+  bins = jnp.arange(out, dtype=jnp.float32)
+  lo = jnp.floor(bins * bin_size[:, None]) + start[:, None]
+  hi = jnp.ceil((bins + 1.0) * bin_size[:, None]) + start[:, None]
+  return (jnp.clip(lo, 0, size).astype(jnp.int32), jnp.clip(hi, 0, size).astype(jnp.int32))
+
+
+def _running_argmax(values_at, lo, hi, bound: int, shape):
+  """First argmax over windows ``[lo, hi)``, scanning the offsets ``0..bound-1``.
+
+  ``lo``/``hi`` broadcast to ``shape``; ``values_at(index)`` returns the values at
+  positions ``index`` (shaped like ``lo``) with shape ``shape``. A strict ``>`` keeps the
+  first maximum, as torchvision's loop does. Returns ``(max, argmax)``; argmax -1 if empty.
+  """
+  def visit(offset, carry):
+    best, arg = carry
+    index = lo + offset
+    values = values_at(jnp.minimum(index, bound - 1))
+    better = (index < hi) & (values > best)
+    return jnp.where(better, values, best), jnp.where(better, index, arg)
+
+  init = (jnp.full(shape, -jnp.inf, jnp.float32), jnp.full(shape, -1, jnp.int32))
+  return jax.lax.fori_loop(0, bound, visit, init)
+
+
+def roi_pool(features: jax.Array, boxes: jax.Array, box_indices: jax.Array,
+             output_size: Union[int, Sequence[int]], *,
+             spatial_scale: float = 1.0) -> jax.Array:
+  """Max RoI pooling ``(N,H,W,C), (K,4), (K,) -> (K, oh, ow, C)`` (torchvision ``roi_pool``).
+
+  Box corners ``* spatial_scale`` are rounded half away from zero to feature pixels (the
+  quantisation RoIAlign removes); see :func:`_pool_bins` for the bins. Each bin is the
+  maximum over its pixels, 0 for an empty bin. The gradient reaches only the first maximal
+  element of each bin in row-major order, like torchvision's argmax routing.
+
+  Implementation: the argmax is found without gradients in two separable passes (columns,
+  then rows), each a loop over the window offset with gathers of ``(K, H, ow, C)`` /
+  ``(K, oh, ow, C)`` values; the output is one gather at the argmax, which carries the
+  gradient.
+  """
+  if features.ndim != 4:
+    raise ValueError(f"roi_pool: features must be (N,H,W,C), got {features.shape}")
+  if boxes.ndim != 2 or boxes.shape[-1] != 4:
+    raise ValueError(f"roi_pool: boxes must be (K,4), got {boxes.shape}")
+  if box_indices.shape != boxes.shape[:1]:
+    raise ValueError(f"roi_pool: box_indices must be ({boxes.shape[0]},), "
+                     f"got {box_indices.shape}")
+  oh, ow = _output_size(output_size)
+  if not (0 < oh < 128 and 0 < ow < 128):
+    raise ValueError(f"roi_pool: output_size must be in 1..127, got {output_size}")
+  _, height, width, channels = features.shape
+  num_boxes = boxes.shape[0]
+  scaled = jax.lax.stop_gradient(boxes).astype(jnp.float32) * jnp.float32(spatial_scale)
+  row_lo, row_hi = _pool_bins(scaled[:, 1], scaled[:, 3], height, oh)
+  col_lo, col_hi = _pool_bins(scaled[:, 0], scaled[:, 2], width, ow)
+  batch = box_indices.astype(jnp.int32)
+  values = jax.lax.stop_gradient(features).astype(jnp.float32)
+  # Pass 1: per feature row, the max over each column bin -> (K, H, ow, C).
+  rows = jnp.arange(height)[None, :, None, None]
+  row_max, col_arg = _running_argmax(
+      lambda cols: values[batch[:, None, None, None], rows, cols,
+                          jnp.arange(channels)],
+      col_lo[:, None, :, None], col_hi[:, None, :, None], width,
+      (num_boxes, height, ow, channels))
+  # Pass 2: the max of those over each row bin -> (K, oh, ow, C).
+  take = lambda table, index: jnp.take_along_axis(table, index, axis=1)
+  _, row_arg = _running_argmax(
+      lambda r: take(row_max, jnp.broadcast_to(r, (num_boxes, oh, ow, channels))),
+      row_lo[:, :, None, None], row_hi[:, :, None, None], height,
+      (num_boxes, oh, ow, channels))
+  empty = row_arg < 0
+  row_arg = jnp.maximum(row_arg, 0)
+  col_arg = jnp.maximum(jnp.take_along_axis(col_arg, row_arg, axis=1), 0)
+  out = features[batch[:, None, None, None], row_arg, col_arg,
+                 jnp.arange(channels)[None, None, None, :]]
+  return jnp.where(empty, jnp.zeros((), features.dtype), out)
 
 
 def assign_fpn_levels(boxes: jax.Array, k_min: int = 2, k_max: int = 5,
