@@ -12,8 +12,12 @@ the input for *any* size (odd, tiny, non-square):
   centre of the bilinear kernel, independent of the input size.
 
 The price is compute on the 100-pixel border (a 32x32 image runs conv1 on 230x230).
-Skip scores are zero-initialised (reference), upsampling kernels start bilinear, and the
-final upsampling is frozen by default (``freeze_final_upsampling``) as in the reference.
+Skip scores are zero-initialised (reference), upsampling kernels start bilinear.
+``freeze_upsampling`` chooses which stay fixed (``stop_gradient``): 'final' (default: the
+last upsampling only), 'all' (every upsampling, as the reference Caffe/pytorch-fcn models,
+whose Deconvolution layers have lr_mult 0) or 'none'. Freezing only zeroes gradients: give
+frozen kernels lr 0 in the optimizer too (``optimizer.lr_multipliers``) so that weight
+decay cannot shrink them.
 ``load_pretrained`` starts from an ImageNet VGG-16 file (torchvision or Caffe layout) and
 ``adapt_transferred`` from another run: a trained VGG classifier is convolutionalised
 (fc6/fc7 dense -> convolutions) exactly as the ImageNet file is; a trained FCN-32s/16s
@@ -40,6 +44,8 @@ CROP_POOL4 = 5
 CROP_POOL3 = 9
 CROP_16S = 27
 CROP_8S = 31
+AT_ONCE_SCALES = (0.01, 0.0001)  # pool4, pool3 (reference voc-fcn8s-atonce)
+FREEZE_UPSAMPLING = ("final", "all", "none")
 
 
 def crop_like(x: jax.Array, offset: int, height: int, width: int) -> jax.Array:
@@ -60,8 +66,11 @@ class FCN(nn.Module):
   variant: str = "8s"
   width: float = 1.0
   dropout_rate: float = 0.5
-  freeze_final_upsampling: bool = True
+  freeze_upsampling: str = "final"  # 'final' | 'all' | 'none'
   zero_init_scores: bool = True
+  # FCN-8s "at-once" (reference fcn8s-atonce): pool4/pool3 are scaled by these fixed
+  # factors before their score layers, so all skips can be trained together from VGG.
+  at_once: bool = False
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -69,6 +78,9 @@ class FCN(nn.Module):
     from seg_jax.layers import ConvTranspose  # pylint: disable=g-import-not-at-top
     if self.variant not in ("32s", "16s", "8s"):
       raise ValueError(f"FCN variant must be '32s', '16s' or '8s', got {self.variant!r}")
+    if self.freeze_upsampling not in FREEZE_UPSAMPLING:
+      raise ValueError(f"FCN freeze_upsampling must be one of {FREEZE_UPSAMPLING}, got "
+                       f"{self.freeze_upsampling!r}")
     if x.ndim != 4:
       raise ValueError(f"FCN expects images (N, H, W, C), got shape {x.shape}")
     height, width = x.shape[1:3]
@@ -85,26 +97,28 @@ class FCN(nn.Module):
     h = nn.relu(Conv(hidden, 1, dtype=dtype, name="fc7")(dropout(h)))
     score = Conv(nc, 1, dtype=dtype, kernel_init=score_init, name="score_fr")(dropout(h))
 
-    def upsample(y, factor, name, trainable=True):
+    def upsample(y, factor, name, final=False):
+      frozen = self.freeze_upsampling == "all" or (final and self.freeze_upsampling == "final")
       return ConvTranspose(nc, 2 * factor, factor, use_bias=False, bilinear_init=True,
-                           trainable=trainable, dtype=dtype, name=name)(y)
+                           trainable=not frozen, dtype=dtype, name=name)(y)
 
-    final_trainable = not self.freeze_final_upsampling
     if self.variant == "32s":
-      up = upsample(score, 32, "upscore", final_trainable)
+      up = upsample(score, 32, "upscore", final=True)
       return crop_like(up, CROP_32S, height, width)
 
     up2 = upsample(score, 2, "upscore2")
-    pool4 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool4")(feats["pool4"])
+    pool4 = feats["pool4"] * AT_ONCE_SCALES[0] if self.at_once else feats["pool4"]
+    pool4 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool4")(pool4)
     fuse = up2 + crop_like(pool4, CROP_POOL4, up2.shape[1], up2.shape[2])
     if self.variant == "16s":
-      up = upsample(fuse, 16, "upscore16", final_trainable)
+      up = upsample(fuse, 16, "upscore16", final=True)
       return crop_like(up, CROP_16S, height, width)
 
     up4 = upsample(fuse, 2, "upscore_pool4")
-    pool3 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool3")(feats["pool3"])
+    pool3 = feats["pool3"] * AT_ONCE_SCALES[1] if self.at_once else feats["pool3"]
+    pool3 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool3")(pool3)
     fuse = up4 + crop_like(pool3, CROP_POOL3, up4.shape[1], up4.shape[2])
-    up = upsample(fuse, 8, "upscore8", final_trainable)
+    up = upsample(fuse, 8, "upscore8", final=True)
     return crop_like(up, CROP_8S, height, width)
 
 

@@ -158,13 +158,30 @@ def test_training_reduces_loss_and_keeps_final_upsampling_frozen():
   np.testing.assert_array_equal(params["upscore8"]["kernel"], frozen)
 
 
-def test_unfrozen_final_upsampling_gets_gradient():
-  model = FCN(num_classes=2, variant="16s", width=WIDTH, freeze_final_upsampling=False)
+UPSAMPLING = {"32s": ["upscore"], "16s": ["upscore2", "upscore16"],
+              "8s": ["upscore2", "upscore_pool4", "upscore8"]}
+
+
+@pytest.mark.parametrize("variant", ["16s", "8s"])
+@pytest.mark.parametrize("freeze", ["final", "all", "none"])
+def test_freeze_upsampling_zeroes_exactly_the_frozen_gradients(variant, freeze):
+  model = FCN(num_classes=2, variant=variant, width=WIDTH, freeze_upsampling=freeze)
   x, labels = _shapes_batch(size=24)
   params = numpy_variables(model, x)["params"]
   grads = jax.jit(jax.grad(lambda p: _loss(model, p, x, labels)))(params)
-  assert np.any(grads["upscore16"]["kernel"] != 0)
-  assert np.all(np.isfinite(grads["upscore16"]["kernel"]))
+  names = UPSAMPLING[variant]
+  frozen = {"all": names, "final": names[-1:], "none": []}[freeze]
+  for name in names:
+    kernel_grad = np.asarray(grads[name]["kernel"])
+    assert np.all(np.isfinite(kernel_grad))
+    assert np.any(kernel_grad != 0) == (name not in frozen), (name, freeze)
+  assert np.any(np.asarray(grads["score_fr"]["kernel"]) != 0)  # the rest still learns
+
+
+def test_bad_freeze_upsampling():
+  with pytest.raises(ValueError, match="freeze_upsampling must be one of .*'some'"):
+    FCN(variant="32s", freeze_upsampling="some", width=WIDTH).init(
+        jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
 
 
 def test_bad_variant():
