@@ -5,7 +5,7 @@ Each ``--sweep=KEY=V1,V2,...`` is one axis; several axes make a grid. Variants r
 another through ``train_and_evaluate`` in ``WORKDIR/<variant>`` (re-running resumes them), or
 ``--print_commands`` prints one ``experiments.train`` command per variant for a cluster.
 Final scores go to ``WORKDIR/results.csv``, ``results.md`` and a mean-IU bar chart
-``results.png`` (matplotlib if installed, otherwise drawn with PIL).
+``results.png`` (matplotlib, the style of ``seg_jax.charts``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import configs
+from seg_jax import charts
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config NAME[:ARG] or file path.",
                                           lock_config=True)
@@ -133,53 +134,8 @@ def write_results(rows: list[dict], workdir: str) -> None:
   lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
-  draw_bar_chart([row["variant"] for row in rows], [float(row["mean_iou"]) for row in rows],
-                 os.path.join(workdir, "results.png"), title="mean IU")
-
-
-def draw_bar_chart(labels: list[str], values: list[float], path: str, title: str) -> None:
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    _draw_bar_chart_pil(labels, values, path, title)
-    return
-  fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(labels)), 3.5))
-  ax.bar(range(len(values)), values, color="#4c72b0")
-  ax.set_xticks(range(len(values)), labels, rotation=30, ha="right", fontsize=8)
-  ax.set_ylim(0, 1)
-  ax.set_title(title)
-  for i, value in enumerate(values):
-    ax.text(i, value + 0.01, f"{value:.3f}", ha="center", fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
-def _draw_bar_chart_pil(labels, values, path, title) -> None:
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-  bar, gap, top, bottom, left = 60, 20, 30, 60, 10
-  width = left + len(values) * (bar + gap) + gap
-  height = 300
-  image = Image.new("RGB", (max(width, 200), height), "white")
-  draw = ImageDraw.Draw(image)
-  draw.text((left, 8), f"{title} (0..1)", fill="black")
-  plot = height - top - bottom
-  draw.line([(left, height - bottom), (width - 1, height - bottom)], fill="black")
-  for i, (label, value) in enumerate(zip(labels, values)):
-    x0 = left + gap + i * (bar + gap)
-    fraction = min(max(value, 0.0), 1.0) if value == value else 0.0
-    y0 = height - bottom - int(round(fraction * plot))
-    draw.rectangle([x0, y0, x0 + bar, height - bottom], fill=(76, 114, 176))
-    draw.text((x0, max(y0 - 12, top - 10)), f"{value:.3f}", fill="black")
-    for line, chunk in enumerate(_wrap(label, 10)[:4]):
-      draw.text((x0, height - bottom + 4 + 12 * line), chunk, fill="black")
-  image.save(path)
-
-
-def _wrap(text: str, size: int) -> list[str]:
-  return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+  charts.bar_chart([row["variant"] for row in rows], [float(row["mean_iou"]) for row in rows],
+                   os.path.join(workdir, "results.png"), title="mean IU")
 
 
 def main(argv):

@@ -19,11 +19,17 @@ Two kinds of networks are supported, told apart by the shape ``predict_fn`` retu
   paper's 572 -> 388 tiles are 4 mod 16, so at depth >= 3 the pooling phase differs from
   tile to tile: every pixel still sees full context, but values differ slightly from a
   one-shot evaluation.)
+
+Inputs must look like training inputs: float pixels normalised with the config's
+``data.mean``/``data.std`` on the 0..1 scale (see :func:`normalize_image`). An integer
+image is normalised window by window when ``mean`` and ``std`` are passed (keeping a large
+image as compact uint8 in memory) and rejected otherwise: a raw 0..255 image would give
+silently wrong maps.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -51,6 +57,23 @@ def mirror_indices(indices: np.ndarray, size: int, mode: str = "reflect") -> np.
   return np.where(folded < size, folded, period - 1 - folded)
 
 
+def normalize_image(image: np.ndarray, mean: Sequence[float],
+                    std: Sequence[float]) -> np.ndarray:
+  """uint8 pixels (..., C) -> float32 ``(pixels / 255 - mean) / std``, as the input pipeline.
+
+  Any other dtype is a ValueError naming it (floats are taken as already normalised).
+  """
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(f"normalize_image expects uint8 pixels 0..255, got dtype {image.dtype}")
+  mean = np.asarray(mean, np.float32)
+  std = np.asarray(std, np.float32)
+  if mean.shape not in ((), image.shape[-1:]) or std.shape not in ((), image.shape[-1:]):
+    raise ValueError(f"mean/std must be scalars or have {image.shape[-1]} channels, got "
+                     f"mean shape {mean.shape} and std shape {std.shape}")
+  return (image.astype(np.float32) / np.float32(255.0) - mean) / std
+
+
 def _pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
   pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
   if len(pair) != 2 or any(int(v) != v for v in pair):
@@ -61,7 +84,8 @@ def _pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
 def predict_tiled(predict_fn: Callable[[Any], Any], image: np.ndarray, *,
                   tile: Union[int, Sequence[int]], margin: Union[int, Sequence[int]],
                   pad_mode: str = "reflect", batch_size: int = 4,
-                  argmax: bool = False) -> np.ndarray:
+                  argmax: bool = False, mean: Optional[Sequence[float]] = None,
+                  std: Optional[Sequence[float]] = None) -> np.ndarray:
   """Segments ``image`` (H, W, C_in) tile by tile with mirrored context.
 
   Args:
@@ -69,13 +93,18 @@ def predict_tiled(predict_fn: Callable[[Any], Any], image: np.ndarray, *,
       tw + 2*mw, K) (same-padded nets) or (B, th, tw, K) (valid nets); a (B, h, w) label
       map is accepted too. Pass a jitted function: every call has the same shape, so it
       compiles once (see :func:`make_predict_fn`).
-    image: numpy array (H, W, C_in) of any size; windows keep its dtype.
+    image: numpy array (H, W, C_in) of any size: float, normalised as in training, or
+      uint8 pixels together with ``mean`` and ``std``. Other integer (and bool) images
+      are a ValueError naming the dtype.
     tile: output tile size (int or (th, tw)); the image need not be divisible by it
       (the bottom/right strip is extended by mirroring, then cropped).
     margin: context per side (int or (mh, mw)).
     pad_mode: 'reflect' or 'symmetric' (``np.pad`` semantics).
     batch_size: windows per call; the last batch is padded with copies.
     argmax: return (H, W) int32 labels instead of (H, W, K) float32 logits.
+    mean, std: the training normalisation (``config.data.mean``/``std``, 0..1 scale),
+      applied to each window of a uint8 image with :func:`normalize_image`; only allowed
+      with a uint8 image.
 
   Returns:
     The prediction. Under the conditions in the module docstring (margin covering the
@@ -88,6 +117,15 @@ def predict_tiled(predict_fn: Callable[[Any], Any], image: np.ndarray, *,
     raise ValueError(f"predict_tiled expects one image (H, W, C), got shape {image.shape}")
   if pad_mode not in _PAD_MODES:
     raise ValueError(f"pad_mode must be one of {_PAD_MODES}, got {pad_mode!r}")
+  normalize = mean is not None or std is not None
+  if normalize and (mean is None or std is None):
+    raise ValueError(f"predict_tiled needs both mean and std, got mean={mean}, std={std}")
+  if normalize and image.dtype != np.uint8:
+    raise ValueError(f"predict_tiled: mean/std normalise uint8 pixels, but the image has "
+                     f"dtype {image.dtype} (pass a float image without mean/std)")
+  if not normalize and not np.issubdtype(image.dtype, np.floating):
+    raise ValueError(f"predict_tiled: image has dtype {image.dtype}; pass mean= and std= (the "
+                     f"training normalisation) or a float image normalised as in training")
   th, tw = _pair(tile, "tile")
   mh, mw = _pair(margin, "margin")
   if th < 1 or tw < 1 or mh < 0 or mw < 0 or batch_size < 1:
@@ -100,7 +138,8 @@ def predict_tiled(predict_fn: Callable[[Any], Any], image: np.ndarray, *,
   def window(y, x):
     rows = mirror_indices(np.arange(y - mh, y - mh + win_h), height, pad_mode)
     cols = mirror_indices(np.arange(x - mw, x - mw + win_w), width, pad_mode)
-    return image[rows[:, None], cols[None, :]]
+    pixels = image[rows[:, None], cols[None, :]]
+    return normalize_image(pixels, mean, std) if normalize else pixels
 
   output = None
 
