@@ -14,8 +14,13 @@ rngs={'sampling': key}, mutable=['batch_stats'])`` returns the head outputs and 
 that :func:`seg_jax.losses.mask_rcnn.mask_rcnn_loss` turns into the five losses.
 ``targets`` holds ``boxes (B,M,4)`` xyxy pixels, ``classes (B,M)``, ``instance_masks
 (B,M,H,W)`` and ``box_valid (B,M)`` (the batch dict itself works).
+Optional ``targets['image_index'] (B,)``: the global index of each image; its RPN/RoI
+samples use ``fold_in(sampling key, index)``, so they do not depend on how the batch is
+split over devices (default ``arange(B)``).
 Inference (``train=False``): ``boxes (B,D,4)``, ``scores (B,D)``, ``classes (B,D)`` (-1
-padding), ``valid (B,D)``, ``mask_probs (B,D,H,W)`` and ``masks`` (probs > threshold).
+padding), ``valid (B,D)``, ``mask_probs (B,D,H,W)``, ``masks`` (probs > threshold) and
+``mask_box_probs (B,D,S,S)`` (the box-relative masks, for pasting at another resolution).
+With ``with_mask=False`` (Faster R-CNN) there is no mask head and no mask output.
 Input height and width must be multiples of 32.
 """
 
@@ -63,8 +68,10 @@ class MaskRCNN(nn.Module):
 
   ``frozen_bn=True`` (torchvision's choice, for ImageNet-initialised backbones) makes every
   backbone BatchNorm a constant affine map, i.e. the identity at random init: train from
-  scratch with ``frozen_bn=False``. RoI pooling uses ``aligned=True`` RoIAlign (torchvision's
-  ``MultiScaleRoIAlign`` uses the legacy ``aligned=False``; set ``aligned=False`` to match it).
+  scratch with ``frozen_bn=False``. ``roi_op``: ``'align'`` (RoIAlign with pixel-centre
+  alignment, Detectron2's default), ``'align_legacy'`` (``aligned=False``, the paper's and
+  torchvision's ``MultiScaleRoIAlign``) or ``'pool'`` (Fast R-CNN's RoIPool). Mask targets
+  always use RoIAlign (unaligned for ``align_legacy``). ``with_mask=False`` is Faster R-CNN.
   """
   num_classes: int = 4
   backbone_depth: int = 50
@@ -91,7 +98,8 @@ class MaskRCNN(nn.Module):
   box_pool_size: int = 7
   mask_pool_size: int = 14
   sampling_ratio: int = 2
-  aligned: bool = True
+  roi_op: str = "align"
+  with_mask: bool = True
   score_threshold: float = 0.05
   detection_nms_threshold: float = 0.5
   max_detections: int = 100
@@ -137,12 +145,15 @@ class MaskRCNN(nn.Module):
 
     roi_features = pyramid[:4]
     strides = [height // p.shape[1] for p in roi_features]
-    pool = functools.partial(roi_heads.multilevel_roi_align, roi_features, strides,
-                             sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+    if self.roi_op not in roi_heads.ROI_OPS:
+      raise ValueError(f"MaskRCNN.roi_op must be one of {roi_heads.ROI_OPS}, got "
+                       f"{self.roi_op!r}")
+    pool = functools.partial(roi_heads.multilevel_roi_pool, roi_features, strides,
+                             roi_op=self.roi_op, sampling_ratio=self.sampling_ratio)
     box_head = roi_heads.BoxHead(self.num_classes, self._sized(self.representation_size, 1024),
                                  self.dtype, name="box_head")
-    mask_head = roi_heads.MaskHead(self.num_classes, self._sized(self.mask_channels, 256),
-                                   self.dtype, name="mask_head")
+    mask_head = (roi_heads.MaskHead(self.num_classes, self._sized(self.mask_channels, 256),
+                                    self.dtype, name="mask_head") if self.with_mask else None)
 
     def run_box_head(boxes):  # (B, R, 4) -> logits (B, R, K+1), deltas (B, R, K+1, 4)
       r = boxes.shape[1]
@@ -172,19 +183,28 @@ class MaskRCNN(nn.Module):
     gt_valid = jnp.asarray(targets["box_valid"], bool)
     gt_masks = targets["instance_masks"]
     batch = gt_classes.shape[0]
-    rpn_rng, roi_rng = jax.random.split(self._sampling_rng())
+    index = jnp.asarray(targets.get("image_index", jnp.arange(batch)), jnp.int32)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(self._sampling_rng(), index)
+    rpn_keys, roi_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
     anchor_fn = functools.partial(rpn.anchor_targets, batch_size=self.rpn_batch_size,
                                   positive_fraction=self.rpn_positive_fraction,
                                   high=self.rpn_fg_iou, low=self.rpn_bg_iou)
     rpn_labels, rpn_targets = jax.vmap(anchor_fn, in_axes=(0, None, 0, 0))(
-        jax.random.split(rpn_rng, batch), anchors, gt_boxes, gt_valid)
+        rpn_keys, anchors, gt_boxes, gt_valid)
     roi_fn = functools.partial(roi_heads.roi_targets, batch_size=self.roi_batch_size,
                                positive_fraction=self.roi_positive_fraction,
                                fg_iou=self.roi_fg_iou, bg_iou=self.roi_bg_iou)
     rois, roi_labels, roi_box_targets, matched = jax.vmap(roi_fn)(
-        jax.random.split(roi_rng, batch), proposals, proposal_valid, gt_boxes, gt_classes,
-        gt_valid)
+        roi_keys, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid)
     roi_logits, roi_deltas = run_box_head(rois)
+    outputs = {
+        "rpn_logits": logits, "rpn_deltas": deltas, "rpn_labels": rpn_labels,
+        "rpn_targets": rpn_targets, "proposals": proposals, "proposal_valid": proposal_valid,
+        "rois": rois, "roi_logits": roi_logits, "roi_deltas": roi_deltas,
+        "roi_labels": roi_labels, "roi_targets": roi_box_targets,
+    }
+    if not self.with_mask:
+      return outputs
     # Positives are sorted first, so this prefix contains every sampled positive.
     num_mask = min(int(self.roi_batch_size * self.roi_positive_fraction), rois.shape[1])
     mask_rois = rois[:, :num_mask]
@@ -194,17 +214,12 @@ class MaskRCNN(nn.Module):
     out_size = mask_logits.shape[2]
     masks_nhwc = jnp.moveaxis(jnp.asarray(gt_masks, jnp.float32), 1, -1)
     pooled_masks = roi_align_batched(masks_nhwc, mask_rois, out_size,
-                                     sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+                                     sampling_ratio=self.sampling_ratio,
+                                     aligned=self.roi_op != "align_legacy")
     mask_targets = jnp.take_along_axis(
         pooled_masks, matched[:, :num_mask, None, None, None], axis=-1)[..., 0]
-    return {
-        "rpn_logits": logits, "rpn_deltas": deltas, "rpn_labels": rpn_labels,
-        "rpn_targets": rpn_targets, "proposals": proposals, "proposal_valid": proposal_valid,
-        "rois": rois, "roi_logits": roi_logits, "roi_deltas": roi_deltas,
-        "roi_labels": roi_labels, "roi_targets": roi_box_targets,
-        "mask_logits": mask_logits, "mask_labels": mask_labels,
-        "mask_targets": mask_targets,
-    }
+    return {**outputs, "mask_logits": mask_logits, "mask_labels": mask_labels,
+            "mask_targets": mask_targets}
 
   def _inference(self, run_box_head, run_mask_head, proposals, proposal_valid, image_size):
     cls, box = run_box_head(proposals)
@@ -213,12 +228,15 @@ class MaskRCNN(nn.Module):
                                nms_threshold=self.detection_nms_threshold,
                                max_detections=self.max_detections)
     boxes, scores, classes, valid = jax.vmap(detect)(cls, box, proposals, proposal_valid)
+    outputs = {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid,
+               "proposals": proposals, "proposal_valid": proposal_valid}
+    if not self.with_mask:
+      return outputs
     mask_logits = run_mask_head(boxes)
     chosen = jnp.take_along_axis(mask_logits, jnp.maximum(classes, 0)[:, :, None, None, None] + 1,
                                  axis=-1)[..., 0]
     probs = jax.nn.sigmoid(chosen.astype(jnp.float32))
     pasted = jax.vmap(roi_heads.paste_masks, in_axes=(0, 0, None))(probs, boxes, image_size)
     pasted = jnp.where(valid[:, :, None, None], pasted, 0.0)
-    return {"boxes": boxes, "scores": scores, "classes": classes, "valid": valid,
-            "proposals": proposals, "proposal_valid": proposal_valid,
-            "mask_probs": pasted, "masks": pasted > self.mask_threshold}
+    return {**outputs, "mask_probs": pasted, "masks": pasted > self.mask_threshold,
+            "mask_box_probs": probs}

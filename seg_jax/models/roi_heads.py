@@ -17,15 +17,36 @@ from seg_jax.layers import Conv
 from seg_jax.models.rpn import match_boxes, sample_balanced
 from seg_jax.ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes
 from seg_jax.ops.nms import batched_nms
-from seg_jax.ops.roi_align import assign_fpn_levels, roi_align_batched
+from seg_jax.ops.roi_align import assign_fpn_levels, roi_align_batched, roi_pool
 
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+ROI_OPS = ("align", "align_legacy", "pool")
 
 
-def multilevel_roi_align(features: Sequence[jax.Array], strides: Sequence[int],
-                         boxes: jax.Array, output_size: int, *, sampling_ratio: int = 2,
-                         aligned: bool = True, k_min: int = 2) -> jax.Array:
-  """torchvision ``MultiScaleRoIAlign``: each box is pooled from its FPN level.
+def pool_rois(feature: jax.Array, boxes: jax.Array, output_size: int, *, roi_op: str,
+              spatial_scale: float, sampling_ratio: int = 2) -> jax.Array:
+  """One level: ``(N,H,W,C), (N,R,4) -> (N,R,S,S,C)`` with the chosen RoI operator.
+
+  ``align``: RoIAlign with pixel-centre alignment (Detectron2); ``align_legacy``: the
+  paper's / torchvision's ``aligned=False``; ``pool``: Fast R-CNN's quantised RoIPool.
+  """
+  if roi_op == "pool":
+    n, r = boxes.shape[:2]
+    indices = jnp.repeat(jnp.arange(n, dtype=jnp.int32), r)
+    pooled = roi_pool(feature, boxes.reshape(n * r, 4), indices, output_size,
+                      spatial_scale=spatial_scale)
+    return pooled.reshape(n, r, *pooled.shape[1:])
+  if roi_op not in ROI_OPS:
+    raise ValueError(f"roi_op must be one of {ROI_OPS}, got {roi_op!r}")
+  return roi_align_batched(feature, boxes, output_size, spatial_scale=spatial_scale,
+                           sampling_ratio=sampling_ratio, aligned=roi_op == "align")
+
+
+def multilevel_roi_pool(features: Sequence[jax.Array], strides: Sequence[int],
+                        boxes: jax.Array, output_size: int, *, roi_op: str = "align",
+                        sampling_ratio: int = 2, k_min: int = 2) -> jax.Array:
+  """torchvision ``MultiScaleRoIAlign`` (any of :data:`ROI_OPS`): boxes pooled from their
+  FPN level.
 
   ``features`` are P_{k_min}.. (NHWC); ``boxes (N, R, 4)`` per image in image pixels;
   returns ``(N, R, S, S, C)``. Every level is pooled for every box and the right one
@@ -35,8 +56,8 @@ def multilevel_roi_align(features: Sequence[jax.Array], strides: Sequence[int],
   levels = assign_fpn_levels(boxes, k_min, k_max)
   out = 0.0
   for offset, (feature, stride) in enumerate(zip(features, strides)):
-    pooled = roi_align_batched(feature, boxes, output_size, spatial_scale=1.0 / stride,
-                               sampling_ratio=sampling_ratio, aligned=aligned)
+    pooled = pool_rois(feature, boxes, output_size, roi_op=roi_op, spatial_scale=1.0 / stride,
+                       sampling_ratio=sampling_ratio)
     out = out + jnp.where((levels == k_min + offset)[..., None, None, None], pooled, 0.0)
   return out
 

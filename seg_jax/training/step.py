@@ -7,6 +7,8 @@ batch the compiler does the equivalent reductions over the global batch by itsel
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Optional
 
 import jax
@@ -21,11 +23,16 @@ def train_step(state: TrainState, batch: dict, *, task, model, tx: optax.Gradien
                config, axis_name: Optional[str] = None) -> tuple[TrainState, dict[str, Any]]:
   """One optimizer update; returns the new state and scalar metrics (``loss``, ...)."""
   rng = step_rng(state)
-  if axis_name is not None:
+  loss_fn = task.loss_fn
+  if "axis_name" in inspect.signature(loss_fn).parameters:
+    # The task gets the step key and the device axis and derives per-device/per-example
+    # keys itself (e.g. from global example indices, so pmap equals jit).
+    loss_fn = functools.partial(loss_fn, axis_name=axis_name)
+  elif axis_name is not None:
     rng = jax.random.fold_in(rng, lax.axis_index(axis_name))  # distinct dropout per device
 
   def objective(params):
-    return task.loss_fn(model, params, state.batch_stats, batch, rng, config)
+    return loss_fn(model, params, state.batch_stats, batch, rng, config)
 
   (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
       state.params)

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from seg_jax import metrics_coco
 from seg_jax.metrics_coco import coco_evaluate
-from seg_jax.tasks import detection, instance
+from seg_jax.tasks import instance
 
 
 def _mask(box, size=32):
@@ -42,8 +43,9 @@ def test_histogram_ap_matches_pycocotools(kind, iou_type):
   batch, det = _case()
   stats = jax.jit(instance.instance_statistics, static_argnums=(2, 3))(
       jax.tree.map(jnp.asarray, det), jax.tree.map(jnp.asarray, batch), 2, 1000)
-  ap = detection.average_precision(np.asarray(stats[f"{kind}_tp"]),
-                                   np.asarray(stats[f"{kind}_fp"]), np.asarray(stats["num_gt"]))
+  ap = metrics_coco.average_precision(np.asarray(stats[f"{kind}_tp"]),
+                                      np.asarray(stats[f"{kind}_fp"]),
+                                      np.asarray(stats["num_gt"]))
   gts, dts = [], []
   for i in range(2):
     v = batch["box_valid"][i]
