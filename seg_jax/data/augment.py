@@ -65,13 +65,20 @@ def _scaled_size(height, width, scale):
 
 def train_transform(example: dict, seed: tf.Tensor, *, image_size: int, scale_range,
                     flip: bool, crop: bool, resize: str, ignore_label: int) -> dict:
-  """Random scale, pad to the crop size, random crop, random horizontal flip."""
+  """Random scale, pad to the crop size, random crop, random horizontal flip.
+
+  ``resize='original'`` keeps the image as it is (only the flip applies): the reference FCN
+  recipe trains on whole images at their own size, one per batch.
+  """
   seeds = tf.random.experimental.stateless_split(seed, num=4)
   image, stacked = example["image"], _stack(example)
   shape = tf.shape(stacked)
-  scale = base_scale(shape[0], shape[1], image_size, resize) * tf.random.stateless_uniform(
-      [], seeds[0], minval=scale_range[0], maxval=scale_range[1])
-  if crop:
+  if resize != "original":
+    scale = base_scale(shape[0], shape[1], image_size, resize) * tf.random.stateless_uniform(
+        [], seeds[0], minval=scale_range[0], maxval=scale_range[1])
+  if resize == "original":
+    pass
+  elif crop:
     image, stacked = _resize(image, stacked, _scaled_size(shape[0], shape[1], scale))
     image, stacked = _pad_to(image, stacked, image_size, image_size)
     shape = tf.shape(stacked)
@@ -90,7 +97,10 @@ def train_transform(example: dict, seed: tf.Tensor, *, image_size: int, scale_ra
 
 def eval_transform(example: dict, *, image_size: int, resize: str, ignore_label: int) -> dict:
   """Deterministic: shrink so the image fits ``image_size`` (or map its longer side to it
-  when ``resize='longer_side'``), keep the aspect ratio, pad bottom/right with ignore."""
+  when ``resize='longer_side'``), keep the aspect ratio, pad bottom/right with ignore.
+  ``resize='original'``: the example unchanged (whole image at its own size)."""
+  if resize == "original":
+    return example
   image, stacked = example["image"], _stack(example)
   shape = tf.shape(stacked)
   longer = tf.cast(tf.maximum(shape[0], shape[1]), tf.float32)

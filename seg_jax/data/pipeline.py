@@ -1,12 +1,18 @@
 """The input pipeline: TFDS split -> per-process shard -> augmented, batched numpy dicts.
 
-Batches (numpy): ``image`` float32 (B,H,W,3) normalised with ``data.mean``/``data.std`` (in
-0..1 space), ``label`` int32 (B,H,W) with ``ignore_label`` (255) on padding and void pixels.
+Batches (numpy): ``image`` float32 (B,H,W,3) normalised as ``data.preprocessing`` says (it must
+match the pretrained weights): 'torchvision' (default) RGB in 0..1 space minus ``data.mean``
+over ``data.std``; 'caffe' BGR in 0..255 minus :data:`CAFFE_BGR_MEAN` (the Caffe VGG-16 of the
+reference FCNs). ``label`` int32 (B,H,W) with ``ignore_label`` (255) on padding and void pixels.
 Task ``instances`` adds ``boxes`` float32 (B,M,4) xyxy pixels of the final image (max
 exclusive), ``classes`` int32 (B,M) 0-based object classes (no background), ``instance_masks``
 uint8 (B,M,H,W) and ``box_valid`` bool (B,M), padded to ``M = max_instances``.
 
 Train: infinite, shuffled, augmented, ``drop_remainder``; deterministic for a given seed.
+``data.resize='original'`` keeps every image at its own size (no resize, crop or pad; the
+reference FCN recipe): batches then hold one image and ``batch_size`` must be 1. A jitted step
+compiles once per distinct image shape.
+
 Eval: one pass, no randomness, the last batch padded to full size (label = ignore) and a
 ``valid`` bool (B,) marking real examples, so compiled shapes never change. Every process
 yields the same number of eval batches (padding batches are appended where shards differ).
@@ -25,9 +31,13 @@ from seg_jax.data._tf import tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The Caffe VGG-16 ILSVRC mean pixel, BGR order, 0..255 (fcn.berkeleyvision.org, pytorch-fcn).
+CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
+PREPROCESSING = ("torchvision", "caffe")
 _KNOWN_SIZES = {  # used by dataset_info before a download happened
     ("voc_segmentation", "default"): {"train": 1464, "validation": 1449},
     ("voc_segmentation", "train_aug"): {"train": 10582, "validation": 1449},
+    ("voc_segmentation", "fcn"): {"train": 8498, "validation": 736},  # SBD train, seg11valid
     ("oxford_iiit_pet", None): {"train": 3680, "test": 3669},
     ("coco_instances", "default"): {"train": 118287, "validation": 5000},
 }
@@ -52,6 +62,7 @@ def default_data_config(name: str = "shapes", **overrides: Any) -> ml_collection
       "train_split": spec.train_split,
       "eval_split": spec.eval_split,
       "augmentation": {"scale_range": (0.5, 2.0), "flip": True, "crop": True},
+      "preprocessing": "torchvision",
       "mean": IMAGENET_MEAN,
       "std": IMAGENET_STD,
       "shuffle_buffer": 1024,
@@ -73,17 +84,29 @@ def _validate(cfg) -> builders.DatasetSpec:
     raise ValueError(f"data.task must be 'semantic' or 'instances', got {task!r}")
   if task == "instances" and not spec.has_instances:
     raise ValueError(f"data.task='instances' needs a dataset with instances; {cfg.name} has none")
+  preprocessing = cfg.get("preprocessing", "torchvision")
+  if preprocessing not in PREPROCESSING:
+    raise ValueError(f"data.preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
   return spec
 
 
+def normalize(image: tf.Tensor, preprocessing: str, mean, std) -> tf.Tensor:
+  """uint8 RGB pixels -> network input: 'caffe' BGR 0..255 minus the mean, 'torchvision'
+  ``(pixels / 255 - mean) / std``. :func:`denormalize` inverts it."""
+  image = tf.cast(image, tf.float32)
+  if preprocessing == "caffe":
+    return image[..., ::-1] - tf.constant(CAFFE_BGR_MEAN, tf.float32)
+  return (image / 255.0 - mean) / std
+
+
 def _to_common(example: dict, name: str, instances: bool, mean, std,
-               ignore_label: int = 255) -> dict:
+               ignore_label: int = 255, preprocessing: str = "torchvision") -> dict:
   """Dataset-specific features -> ``{'image' normalised, 'label', ('masks','classes')}``."""
   if name == "oxford_iiit_pet":
     example = pets.pets_to_semantic(example)
   if name == "coco_instances":  # crowd objects dropped; semantic map made from the objects
     example = coco.to_common(example, ignore_label)
-  image = (tf.cast(example["image"], tf.float32) / 255.0 - mean) / std
+  image = normalize(example["image"], preprocessing, mean, std)
   out = {"image": image, "label": tf.cast(example["segmentation"][..., 0], tf.int32)}
   if instances:
     out["masks"] = tf.cast(example["objects"]["mask"][..., 0], tf.int32)
@@ -91,7 +114,8 @@ def _to_common(example: dict, name: str, instances: bool, mean, std,
   return out
 
 
-def _finish(example: dict, image_size: int, instances: bool, max_instances: int) -> dict:
+def _finish(example: dict, image_size: int | None, instances: bool, max_instances: int) -> dict:
+  """Static shapes for batching; ``image_size=None``: any size (``resize='original'``)."""
   example["image"] = tf.ensure_shape(example["image"], [image_size, image_size, 3])
   example["label"] = tf.ensure_shape(example["label"], [image_size, image_size])
   if instances:
@@ -135,6 +159,19 @@ def _process(process_index, process_count) -> tuple[int, int]:
   return process_index, process_count
 
 
+def _check_original_size(cfg, global_batch_size: int, train: bool) -> None:
+  """``resize='original'`` batches one whole image: no batching, cropping or rescaling."""
+  if global_batch_size != 1:
+    raise ValueError(f"data.resize='original' keeps every image at its own size, so "
+                     f"batch_size must be 1, got {global_batch_size}")
+  aug = cfg.get("augmentation", {})
+  scale_range = tuple(aug.get("scale_range", (0.5, 2.0)))
+  if train and (bool(aug.get("crop", True)) or scale_range != (1.0, 1.0)):
+    raise ValueError(f"data.resize='original' trains on whole images: set "
+                     f"data.augmentation.crop=False and scale_range=(1.0, 1.0), got "
+                     f"crop={aug.get('crop', True)}, scale_range={scale_range}")
+
+
 def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size: int,
                      seed: int = 0, process_index: int | None = None,
                      process_count: int | None = None) -> tf.data.Dataset:
@@ -152,6 +189,11 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
   std = tf.constant(cfg.get("std", IMAGENET_STD), tf.float32)
   resize = cfg.get("resize", "none")
   max_instances = int(cfg.get("max_instances", 8))
+  preprocessing = cfg.get("preprocessing", "torchvision")
+  original = resize == "original"
+  if original:
+    _check_original_size(cfg, global_batch_size, train)
+  output_size = None if original else image_size
 
   builder = builders.get_builder(cfg)
   shards = tfds.even_splits(split, n=process_count) if process_count > 1 else [split]
@@ -161,7 +203,7 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
   read_config = tfds.ReadConfig(shuffle_seed=seed, options=options, try_autocache=False)
   ds = builder.as_dataset(split=shards[process_index], shuffle_files=train,
                           read_config=read_config)
-  ds = ds.map(lambda ex: _to_common(ex, cfg.name, instances, mean, std, ignore),
+  ds = ds.map(lambda ex: _to_common(ex, cfg.name, instances, mean, std, ignore, preprocessing),
               num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.get("cache", False):
     ds = ds.cache()
@@ -176,7 +218,7 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
     def transform(index, example):
       example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
       example = augment.train_transform(example, example_seed, **kwargs)
-      return _finish(example, image_size, instances, max_instances)
+      return _finish(example, output_size, instances, max_instances)
 
     ds = ds.shuffle(int(cfg.get("shuffle_buffer", 1024)), seed=seed,
                     reshuffle_each_iteration=True)
@@ -186,12 +228,12 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
     def transform(example):
       example = augment.eval_transform(example, image_size=image_size, resize=resize,
                                        ignore_label=ignore)
-      return _finish(example, image_size, instances, max_instances)
+      return _finish(example, output_size, instances, max_instances)
 
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     ds = ds.map(lambda b: _pad_batch(b, batch_size, ignore))
     counts = [_num_examples(builder, s) for s in shards]
-    if all(c is not None for c in counts):  # equal batch counts on every process
+    if not original and all(c is not None for c in counts):  # equal counts on every process
       num_batches = -(-max(counts) // batch_size)
       filler = tf.data.Dataset.from_tensors(_empty_batch(ds.element_spec, ignore)).repeat()
       ds = ds.concatenate(filler).take(num_batches)
@@ -231,8 +273,12 @@ def dataset_info(data_config) -> dict[str, Any]:
 
 
 def denormalize(image: np.ndarray, data_config) -> np.ndarray:
-  """Normalised float image(s) ``(...,H,W,3)`` -> uint8 for overlay PNGs."""
+  """Normalised float image(s) ``(...,H,W,3)`` -> uint8 RGB for overlay PNGs."""
+  image = np.asarray(image, np.float32)
+  if data_config.get("preprocessing", "torchvision") == "caffe":
+    pixels = (image + np.asarray(CAFFE_BGR_MEAN, np.float32))[..., ::-1]
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
   mean = np.asarray(data_config.get("mean", IMAGENET_MEAN), np.float32)
   std = np.asarray(data_config.get("std", IMAGENET_STD), np.float32)
-  pixels = (np.asarray(image, np.float32) * std + mean) * 255.0
+  pixels = (image * std + mean) * 255.0
   return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
