@@ -2,7 +2,8 @@
 
 The torchvision recipe at toy scale: trainable BatchNorm (trained from scratch), anchors
 8..48 px for 12-28 px shapes, small RPN/RoI sample sizes, Adam with warmup + cosine.
-``runlocal`` shrinks it to a smoke test.
+``model.roi_op`` picks the RoI operator: ``align`` (default), ``align_legacy`` (unaligned
+RoIAlign) or ``pool`` (RoIPool). ``runlocal`` shrinks it to a smoke test.
 Run: ``python -m experiments.train --config=mask_rcnn_shapes --workdir=/tmp/mask_rcnn_shapes``.
 """
 
@@ -21,7 +22,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       "frozen_bn": False, "anchor_sizes": ((8,), (16,), (24,), (32,), (48,)),
       "rpn_batch_size": 128, "rpn_pre_nms_top_n_train": 256, "rpn_post_nms_top_n_train": 128,
       "rpn_pre_nms_top_n_test": 256, "rpn_post_nms_top_n_test": 64, "roi_batch_size": 64,
-      "representation_size": 256, "mask_channels": 32, "max_detections": 16})
+      "representation_size": 256, "mask_channels": 32, "max_detections": 16,
+      "roi_op": "align", "with_mask": True})
   config.loss = ml_collections.ConfigDict({})
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3

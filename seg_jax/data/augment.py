@@ -48,14 +48,33 @@ def _pad_to(image, stacked, height, width):
   return image, stacked
 
 
-def base_scale(height, width, image_size: int, resize: str) -> tf.Tensor:
-  """Scale applied before augmentation: ``longer_side`` maps max(H,W) to ``image_size``."""
+def base_scale(height, width, image_size: int, resize: str, min_size=None,
+               max_size=None) -> tf.Tensor:
+  """Scale applied before augmentation.
+
+  ``longer_side`` maps max(H,W) to ``image_size``; ``shorter_side`` (Detectron2's
+  ``ResizeShortestEdge``) maps min(H,W) to ``min_size`` unless that makes max(H,W) exceed
+  ``max_size``, in which case max(H,W) becomes ``max_size``; ``none`` keeps the size.
+  """
   longer = tf.cast(tf.maximum(height, width), tf.float32)
   if resize == "longer_side":
     return image_size / longer
+  if resize == "shorter_side":
+    if min_size is None or max_size is None:
+      raise ValueError("data.resize='shorter_side' needs data.min_sizes and data.max_size")
+    shorter = tf.cast(tf.minimum(height, width), tf.float32)
+    return tf.minimum(tf.cast(min_size, tf.float32) / shorter, float(max_size) / longer)
   if resize == "none":
     return tf.constant(1.0)
-  raise ValueError(f"data.resize must be 'none' or 'longer_side', got {resize!r}")
+  raise ValueError(f"data.resize must be 'none', 'longer_side' or 'shorter_side', "
+                   f"got {resize!r}")
+
+
+def _choose_min_size(min_sizes, seed) -> tf.Tensor:
+  """One of ``min_sizes`` uniformly (Detectron2's multi-scale "choice" sampling)."""
+  sizes = tf.constant(list(min_sizes), tf.float32)
+  index = tf.random.stateless_uniform([], seed, 0, len(min_sizes), tf.int32)
+  return sizes[index]
 
 
 def _scaled_size(height, width, scale):
@@ -64,18 +83,23 @@ def _scaled_size(height, width, scale):
 
 
 def train_transform(example: dict, seed: tf.Tensor, *, image_size: int, scale_range,
-                    flip: bool, crop: bool, resize: str, ignore_label: int) -> dict:
+                    flip: bool, crop: bool, resize: str, ignore_label: int, min_sizes=None,
+                    max_size=None) -> dict:
   """Random scale, pad to the crop size, random crop, random horizontal flip.
 
   ``resize='original'`` keeps the image as it is (only the flip applies): the reference FCN
-  recipe trains on whole images at their own size, one per batch.
+  recipe trains on whole images at their own size, one per batch. ``resize='shorter_side'``
+  is Detectron2's multi-scale training: a shorter side drawn from ``min_sizes``, the longer
+  side capped at ``max_size`` (``scale_range`` multiplies it; keep it (1, 1)).
   """
-  seeds = tf.random.experimental.stateless_split(seed, num=4)
+  seeds = tf.random.experimental.stateless_split(seed, num=5)
   image, stacked = example["image"], _stack(example)
   shape = tf.shape(stacked)
+  min_size = _choose_min_size(min_sizes, seeds[4]) if resize == "shorter_side" else None
   if resize != "original":
-    scale = base_scale(shape[0], shape[1], image_size, resize) * tf.random.stateless_uniform(
-        [], seeds[0], minval=scale_range[0], maxval=scale_range[1])
+    scale = base_scale(shape[0], shape[1], image_size, resize, min_size, max_size)
+    scale *= tf.random.stateless_uniform([], seeds[0], minval=scale_range[0],
+                                         maxval=scale_range[1])
   if resize == "original":
     pass
   elif crop:
@@ -95,24 +119,37 @@ def train_transform(example: dict, seed: tf.Tensor, *, image_size: int, scale_ra
   return _unstack(example, stacked, image, ignore_label)
 
 
-def eval_transform(example: dict, *, image_size: int, resize: str, ignore_label: int) -> dict:
+def eval_transform(example: dict, *, image_size: int, resize: str, ignore_label: int,
+                   min_sizes=None, max_size=None) -> dict:
   """Deterministic: shrink so the image fits ``image_size`` (or map its longer side to it
-  when ``resize='longer_side'``), keep the aspect ratio, pad bottom/right with ignore.
-  ``resize='original'``: the example unchanged (whole image at its own size)."""
+  when ``resize='longer_side'``; ``shorter_side`` uses the largest of ``min_sizes``, the
+  Detectron2 test size), keep the aspect ratio, pad bottom/right with ignore.
+  ``resize='original'``: the example unchanged (whole image at its own size).
+
+  Instance examples (with ``masks``) get ``resized_size``: the height and width of the
+  content inside the padded image (to map predictions back to original pixels).
+  """
   if resize == "original":
+    if "masks" in example:
+      example = dict(example, resized_size=tf.shape(example["image"])[:2])
     return example
   image, stacked = example["image"], _stack(example)
   shape = tf.shape(stacked)
   longer = tf.cast(tf.maximum(shape[0], shape[1]), tf.float32)
+  min_size = max(min_sizes) if resize == "shorter_side" else None
   scale = tf.minimum(1.0, image_size / longer) if resize == "none" else base_scale(
-      shape[0], shape[1], image_size, resize)
+      shape[0], shape[1], image_size, resize, min_size, max_size)
+  size = tf.where(tf.equal(scale, 1.0), shape[:2], _scaled_size(shape[0], shape[1], scale))
   image, stacked = tf.cond(
       tf.equal(scale, 1.0),
       lambda: (image, stacked),
-      lambda: _resize(image, stacked, _scaled_size(shape[0], shape[1], scale)))
+      lambda: _resize(image, stacked, size))
   image, stacked = _pad_to(image, stacked, image_size, image_size)
   image, stacked = image[:image_size, :image_size], stacked[:image_size, :image_size]
-  return _unstack(example, stacked, image, ignore_label)
+  out = _unstack(example, stacked, image, ignore_label)
+  if "masks" in example:
+    out["resized_size"] = tf.minimum(size, image_size)
+  return out
 
 
 def boxes_from_masks(masks: tf.Tensor) -> tf.Tensor:

@@ -6,7 +6,11 @@ over ``data.std``; 'caffe' BGR in 0..255 minus :data:`CAFFE_BGR_MEAN` (the Caffe
 reference FCNs). ``label`` int32 (B,H,W) with ``ignore_label`` (255) on padding and void pixels.
 Task ``instances`` adds ``boxes`` float32 (B,M,4) xyxy pixels of the final image (max
 exclusive), ``classes`` int32 (B,M) 0-based object classes (no background), ``instance_masks``
-uint8 (B,M,H,W) and ``box_valid`` bool (B,M), padded to ``M = max_instances``.
+uint8 (B,M,H,W) and ``box_valid`` bool (B,M), padded to ``M = max_instances``, plus
+``image_id`` int32 (B,) (COCO's image id; for other datasets the example's position in the
+split as read in order), ``orig_size`` int32 (B,2) (height, width before any resize) and, on
+eval batches, ``resized_size`` int32 (B,2) (the image content inside the padded input), so
+predictions can be mapped back to original pixels (``seg_jax.coco_eval``).
 
 Train: infinite, shuffled, augmented, ``drop_remainder``; deterministic for a given seed.
 ``data.resize='original'`` keeps every image at its own size (no resize, crop or pad; the
@@ -55,6 +59,10 @@ def default_data_config(name: str = "shapes", **overrides: Any) -> ml_collection
       "image_size": {"voc_segmentation": 512, "oxford_iiit_pet": 128,
                      "coco_instances": 800}.get(name, 64),
       "resize": "longer_side" if name in ("oxford_iiit_pet", "coco_instances") else "none",
+      # resize='shorter_side' (Detectron2): train shorter side drawn from min_sizes, test
+      # shorter side max(min_sizes), longer side at most max_size (image_size >= max_size).
+      "min_sizes": (640, 672, 704, 736, 768, 800),
+      "max_size": 1333,
       "num_classes": len(spec.class_names),
       "ignore_label": 255,
       "task": "semantic",
@@ -100,8 +108,11 @@ def normalize(image: tf.Tensor, preprocessing: str, mean, std) -> tf.Tensor:
 
 
 def _to_common(example: dict, name: str, instances: bool, mean, std,
-               ignore_label: int = 255, preprocessing: str = "torchvision") -> dict:
-  """Dataset-specific features -> ``{'image' normalised, 'label', ('masks','classes')}``."""
+               ignore_label: int = 255, preprocessing: str = "torchvision",
+               index=None) -> dict:
+  """Dataset-specific features -> ``{'image' normalised, 'label', ('masks','classes',
+  'image_id', 'orig_size')}``; ``index`` is the example's position in the split."""
+  image_id = example.get("image/id", index)
   if name == "oxford_iiit_pet":
     example = pets.pets_to_semantic(example)
   if name == "coco_instances":  # crowd objects dropped; semantic map made from the objects
@@ -111,6 +122,8 @@ def _to_common(example: dict, name: str, instances: bool, mean, std,
   if instances:
     out["masks"] = tf.cast(example["objects"]["mask"][..., 0], tf.int32)
     out["classes"] = tf.cast(example["objects"]["label"], tf.int32)
+    out["image_id"] = tf.cast(image_id, tf.int32)
+    out["orig_size"] = tf.shape(example["image"])[:2]
   return out
 
 
@@ -188,6 +201,11 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
   mean = tf.constant(cfg.get("mean", IMAGENET_MEAN), tf.float32)
   std = tf.constant(cfg.get("std", IMAGENET_STD), tf.float32)
   resize = cfg.get("resize", "none")
+  sizes = dict(min_sizes=tuple(cfg.get("min_sizes", None) or (800,)),
+               max_size=int(cfg.get("max_size", None) or 1333))
+  if resize == "shorter_side" and sizes["max_size"] > image_size:
+    raise ValueError(f"data.resize='shorter_side' pads to data.image_size={image_size}, which "
+                     f"must be >= data.max_size={sizes['max_size']}")
   max_instances = int(cfg.get("max_instances", 8))
   preprocessing = cfg.get("preprocessing", "torchvision")
   original = resize == "original"
@@ -203,8 +221,12 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
   read_config = tfds.ReadConfig(shuffle_seed=seed, options=options, try_autocache=False)
   ds = builder.as_dataset(split=shards[process_index], shuffle_files=train,
                           read_config=read_config)
-  ds = ds.map(lambda ex: _to_common(ex, cfg.name, instances, mean, std, ignore, preprocessing),
-              num_parallel_calls=tf.data.AUTOTUNE)
+  offset = 0  # position of this process's shard in the split (example indices as ids)
+  if process_index:
+    offset = sum(_num_examples(builder, s) or 0 for s in shards[:process_index])
+  ds = ds.enumerate(start=offset).map(
+      lambda i, ex: _to_common(ex, cfg.name, instances, mean, std, ignore, preprocessing, i),
+      num_parallel_calls=tf.data.AUTOTUNE)
   if cfg.get("cache", False):
     ds = ds.cache()
 
@@ -212,7 +234,7 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
     aug = cfg.get("augmentation", {})
     kwargs = dict(image_size=image_size, scale_range=tuple(aug.get("scale_range", (0.5, 2.0))),
                   flip=bool(aug.get("flip", True)), crop=bool(aug.get("crop", True)),
-                  resize=resize, ignore_label=ignore)
+                  resize=resize, ignore_label=ignore, **sizes)
     base_seed = tf.constant([seed, process_index], tf.int64)
 
     def transform(index, example):
@@ -227,7 +249,7 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
   else:
     def transform(example):
       example = augment.eval_transform(example, image_size=image_size, resize=resize,
-                                       ignore_label=ignore)
+                                       ignore_label=ignore, **sizes)
       return _finish(example, output_size, instances, max_instances)
 
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
