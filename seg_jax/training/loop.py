@@ -32,11 +32,17 @@ from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import init_weights as init_lib
 from seg_jax.training import logging as log_lib
 from seg_jax.training import optim, sharding, step as step_lib
+from seg_jax.training import workdir as workdir_lib
 from seg_jax.training.state import TrainState, create_train_state
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Raised when the training loss becomes NaN or infinite."""
+  """Raised when the training loss or the parameters become NaN or infinite."""
+
+
+# Exit code of a training run stopped by SIGTERM after saving a checkpoint (sysexits.h
+# EX_TEMPFAIL: "try again later"), so a scheduler can tell preemption from completion.
+PREEMPTED_EXIT_CODE = 75
 
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -79,14 +85,15 @@ class _Setup:
   def __init__(self, config):
     sharding.maybe_initialize_distributed(config)
     self.config = config
+    parallelism = config.get("parallelism", "jit")
+    # Checked first: a bad batch size fails in a second, not after the dataset is built.
+    self.batch_size = config.batch_size
+    self.local_batch_size = sharding.check_batch_size(self.batch_size, parallelism)
     self.info = data_lib.dataset_info(config.data)
     self.task = tasks.get_task(config.task)
-    parallelism = config.get("parallelism", "jit")
     bn_axis = sharding.PMAP_AXIS if parallelism == "pmap" else None
     self.model = build_model(config, int(self.info["num_classes"]), bn_axis)
     self.tx, self.schedule = optim.create_optimizer(config)
-    self.batch_size = int(config.batch_size)
-    self.local_batch_size = sharding.check_batch_size(self.batch_size, parallelism)
     common = dict(task=self.task, model=self.model, config=config)
     self.runner = sharding.make_runner(
         parallelism, functools.partial(step_lib.train_step, tx=self.tx, **common),
@@ -100,11 +107,15 @@ class _Setup:
         seed=int(self.config.seed), process_index=jax.process_index(),
         process_count=jax.process_count())
 
-  def init_state(self, batch: dict) -> TrainState:
-    """Initial state (identical on every process: it depends on the seed only)."""
+  def fresh_state(self, batch: dict) -> TrainState:
+    """Randomly initialised host state (identical on every process: it depends on the seed)."""
     example = jax.tree.map(lambda x: np.zeros_like(np.asarray(x)[:1]), batch)
     create = jax.jit(functools.partial(create_train_state, self.task, self.model, self.tx))
-    state = jax.device_get(create(jax.random.key(int(self.config.seed)), example))
+    return jax.device_get(create(jax.random.key(int(self.config.seed)), example))
+
+  def init_state(self, batch: dict) -> TrainState:
+    """Initial state (identical on every process: it depends on the seed only)."""
+    state = self.fresh_state(batch)
     if self.config.get("init_weights", None):
       params, batch_stats = init_lib.load_init_weights(self.config, state.params,
                                                         state.batch_stats)
@@ -187,54 +198,99 @@ def _write_config(config, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
-def _check_finite(metrics: list[dict], first_step: int) -> None:
+def _check_finite(metrics: list[dict], first_step: int, last_checkpoint=None) -> None:
   for offset, values in enumerate(metrics):
     if not np.isfinite(values["loss"]):
-      raise NonFiniteLossError(f"non-finite loss at step {first_step + offset}")
+      raise NonFiniteLossError(f"non-finite loss at step {first_step + offset}"
+                               + _last_checkpoint_hint(last_checkpoint))
+
+
+def _last_checkpoint_hint(step) -> str:
+  return "" if step is None else f" (last healthy checkpoint: {step})"
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _check_finite_state(state, step: int, last_checkpoint=None) -> None:
+  """Parameters and BatchNorm statistics must be finite before they are checkpointed: the
+  loss of a step is computed before its update, so it cannot see a NaN the update made."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  if not bool(sharding.to_host(_all_finite(variables))):
+    raise NonFiniteLossError(f"non-finite parameters after step {step}; not checkpointed"
+                             + _last_checkpoint_hint(last_checkpoint))
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains ``config.num_train_steps`` steps in ``workdir``; returns the final eval scores.
 
   Evaluates every ``config.eval_every`` steps and at the end, checkpoints every
-  ``config.checkpoint_every`` steps and at the end, resumes from the latest checkpoint.
-  On SIGTERM it checkpoints and returns ``{'preempted_at_step': step}``.
+  ``config.checkpoint_every`` steps and at the end, resumes from the newest readable
+  checkpoint (see ``checkpoint.restore_latest_readable``). The workdir is locked for the
+  run (``workdir.WorkdirLock``). On SIGTERM it checkpoints and returns
+  ``{'preempted_at_step': step}`` (the train CLI then exits with ``PREEMPTED_EXIT_CODE``).
   """
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  setup = _Setup(config)
-  _write_config(config, workdir)
   is_main = jax.process_index() == 0
-  writer = log_lib.MetricWriter(workdir, enabled=is_main)
-  checkpointer = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
-      keep=config.get("keep_checkpoints", 3))
-  stop = checkpoint_lib.StopSignal()
+  workdir = workdir_lib.prepare(workdir) if is_main else os.path.abspath(workdir)
+  # Process 0 locks; the other processes of a multi-process run share the directory.
+  lock = workdir_lib.WorkdirLock(workdir).acquire() if is_main else None
   try:
-    return _train(setup, config, writer, checkpointer, stop)
+    directory = os.path.join(workdir, "checkpoints")
+    if is_main:
+      for name in workdir_lib.clean_temporary_checkpoints(directory):
+        logging.warning("removed unfinished checkpoint %s", name)
+    setup = _Setup(config)
+    _write_config(config, workdir)
+    checkpointer = checkpoint_lib.Checkpointer(
+        directory, save_every=config.checkpoint_every, keep=config.get("keep_checkpoints", 3))
+    stop = checkpoint_lib.StopSignal()
+    try:
+      return _train(setup, config, workdir, checkpointer, stop)
+    finally:
+      stop.restore_handlers()
+      checkpointer.close()
   finally:
-    stop.restore_handlers()
-    checkpointer.close()
-    writer.close()
+    if lock is not None:
+      lock.release()
 
 
-def _train(setup: _Setup, config, writer, checkpointer, stop) -> dict[str, Any]:
+def _train(setup: _Setup, config, workdir: str, checkpointer, stop) -> dict[str, Any]:
   num_steps = int(config.num_train_steps)
-  log_every = max(int(config.get("log_every", 50) or 1), 1)
-  eval_every = int(config.get("eval_every", 0) or 0)
-  checkpoint_every = max(int(config.get("checkpoint_every", num_steps) or num_steps), 1)
   train_iter = setup.dataset(config.data.train_split, train=True)
   first = next(train_iter)
   state = setup.init_state(first)
   train_iter = itertools.chain([first], train_iter)
-  start = checkpointer.latest_step() or 0
+  is_main = jax.process_index() == 0
+  start, state = checkpointer.restore_latest_readable(
+      setup.runner.checkpointable(state),
+      quarantine=os.path.join(workdir, "unreadable_checkpoints") if is_main else None)
+  start = start or 0
   if start:
-    state = checkpointer.restore(setup.runner.checkpointable(state))
     if setup.runner.parallelism == "pmap":
       state = setup.runner.place_state(state)
     print(f"resumed from step {start} (checkpoints in {checkpointer.directory})", flush=True)
     for _ in range(start):  # replay the input pipeline to the batch of step `start`
       next(train_iter)
+  if is_main:  # records after the resumed step are written again
+    workdir_lib.truncate_metrics(workdir, start, rewrite_eval_at_step=start >= num_steps)
+  writer = log_lib.MetricWriter(workdir, enabled=is_main)
+  try:
+    return _train_steps(setup, config, writer, checkpointer, stop, state, train_iter, start)
+  finally:
+    writer.close()
+
+
+def _train_steps(setup: _Setup, config, writer, checkpointer, stop, state, train_iter,
+                 start: int) -> dict[str, Any]:
+  num_steps = int(config.num_train_steps)
+  log_every = max(int(config.get("log_every", 50) or 1), 1)
+  eval_every = int(config.get("eval_every", 0) or 0)
+  checkpoint_every = max(int(config.get("checkpoint_every", num_steps) or num_steps), 1)
+  last_checkpoint = start or None
   progress = _progress_bar(num_steps, start, enabled=jax.process_index() == 0)
   pending, pending_start, last_time = [], start, time.time()
   for step in range(start, num_steps):
@@ -247,7 +303,7 @@ def _train(setup: _Setup, config, writer, checkpointer, stop) -> dict[str, Any]:
     checkpoint_due = done % checkpoint_every == 0 or done == num_steps or preempted
     if done % log_every == 0 or checkpoint_due or done == num_steps:
       host_metrics = [setup.runner.host(m) for m in pending]
-      _check_finite(host_metrics, pending_start + 1)
+      _check_finite(host_metrics, pending_start + 1, last_checkpoint)
       now = time.time()
       summary = {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[0]}
       summary["learning_rate"] = float(setup.schedule(done - 1))
@@ -258,8 +314,10 @@ def _train(setup: _Setup, config, writer, checkpointer, stop) -> dict[str, Any]:
       pending, pending_start, last_time = [], done, now
     if progress is not None:
       progress.update(1)
-    if checkpoint_due:
+    if checkpoint_due:  # the step's own loss was checked above; now the parameters
+      _check_finite_state(state, done, last_checkpoint)
       checkpointer.save(done, setup.runner.checkpointable(state), force=True)
+      last_checkpoint = done
     if preempted:
       logging.warning("stopping at step %d on request (checkpoint saved)", done)
       return {"preempted_at_step": done}
@@ -283,29 +341,57 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 def evaluate(config, workdir: str, step: Optional[int] = None) -> dict[str, Any]:
-  """Restores the latest (or ``step``) checkpoint from ``workdir`` and evaluates it."""
+  """Restores the newest readable (or ``step``) checkpoint from ``workdir`` and evaluates it.
+
+  Only the parameters and BatchNorm statistics are read (not the optimizer state), and
+  nothing in the checkpoint directory is changed (a run may be writing to it).
+  """
   workdir = os.path.abspath(workdir)
   directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    raise ValueError(f"no checkpoints in {directory}")
+  if not checkpoint_lib.saved_steps(directory):
+    raise checkpoint_lib.CheckpointError(f"no checkpoints in {directory}")
+  if step is not None:  # before the (slow) set-up
+    checkpoint_lib.check_step(directory, step)
   setup = _Setup(config)
-  checkpointer = checkpoint_lib.Checkpointer(directory, save_every=1,
-                                             keep=config.get("keep_checkpoints", 3))
+  first = next(setup.dataset(config.data.eval_split, train=False))
+  state = setup.fresh_state(first)
+  step, variables = checkpoint_lib.restore_variables(
+      directory, step, template={"params": state.params, "batch_stats": state.batch_stats})
+  state = setup.runner.place_state(state.replace(**variables))
   writer = log_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
   try:
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-      raise ValueError(f"no checkpoints in {directory}")
-    first = next(setup.dataset(config.data.eval_split, train=False))
-    state = setup.init_state(first)
-    state = checkpointer.restore(setup.runner.checkpointable(state), step)
-    if setup.runner.parallelism == "pmap":
-      state = setup.runner.place_state(state)
     return setup.evaluate(state, step, writer)
   finally:
-    checkpointer.close()
     writer.close()
 
 
 def config_to_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
+
+
+def predict_eval_split(config, workdir: str,
+                       step: Optional[int] = None) -> tuple[int, Iterator[tuple[dict, Any]]]:
+  """Restores ``workdir``'s newest readable (or ``step``) checkpoint and returns ``(step,
+  iterator of (batch, predictions))`` numpy pairs over ``config.data.eval_split``.
+
+  Predictions are the task's ``predict`` outputs on each whole batch (one process; used by
+  ``seg_jax.coco_eval`` to write official results files).
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not checkpoint_lib.saved_steps(directory):
+    raise checkpoint_lib.CheckpointError(f"no checkpoints in {directory}")
+  if step is not None:
+    checkpoint_lib.check_step(directory, step)
+  setup = _Setup(config)
+  batches = setup.dataset(config.data.eval_split, train=False)
+  first = next(batches)
+  state = setup.fresh_state(first)
+  step, variables = checkpoint_lib.restore_variables(
+      directory, step, template={"params": state.params, "batch_stats": state.batch_stats})
+
+  def pairs():
+    for batch in itertools.chain([first], batches):
+      predictions = setup._predict(variables, {"image": batch["image"]})
+      yield batch, jax.tree.map(np.asarray, predictions)
+
+  return step, pairs()
