@@ -8,9 +8,13 @@
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
+from absl import app
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import cli
 from seg_jax import ops
 
 
@@ -76,11 +80,13 @@ def max_unpooling() -> None:
         "maxima were):", _plane(ops.max_unpool(decoded, indices, (4, 4))).astype(int))
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  if argv is not None and len(argv) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (demo_ops takes no arguments)")
   conv_as_matrix()
   unpooling()
   max_unpooling()
 
 
 if __name__ == "__main__":
-  main()
+  app.run(cli.guarded(main))

@@ -1,11 +1,15 @@
 """Evaluate the latest checkpoint of a run: ``python -m experiments.evaluate --config=NAME
---workdir=DIR`` (same config flags as experiments.train; prints the scores table)."""
+--workdir=DIR`` (same config flags as experiments.train; prints the scores table).
+
+Reads only the parameters and BatchNorm statistics of the newest readable checkpoint (or
+``--step``); errors are one line with exit code 2 (``--verbose`` for the traceback).
+"""
 
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import configs
+from experiments import cli, configs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config NAME[:ARG] or file path.",
                                           lock_config=True)
@@ -22,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=configs.parse_flags_or_exit)
+  app.run(cli.guarded(main), flags_parser=configs.parse_flags_or_exit)

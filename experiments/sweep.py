@@ -21,7 +21,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import configs
+from experiments import cli, configs
 from seg_jax import charts
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config NAME[:ARG] or file path.",
@@ -110,6 +110,8 @@ def run_sweep(config, assignments: list[dict[str, str]], workdir: str) -> list[d
     start = time.time()
     scores = loop.train_and_evaluate(apply_assignment(config, assignment),
                                      os.path.join(workdir, name))
+    if "preempted_at_step" in scores:  # stop the sweep; re-running resumes this variant
+      raise cli.Preempted(scores["preempted_at_step"])
     row = {"variant": name, **assignment}
     row.update({column: scores.get(column, float("nan")) for column in SCORE_COLUMNS})
     row["seconds"] = round(time.time() - start, 1)
@@ -171,4 +173,4 @@ def _parse(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse)
+  app.run(cli.guarded(main), flags_parser=_parse)

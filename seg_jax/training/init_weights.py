@@ -46,14 +46,12 @@ def checkpoint_variables(path: str) -> Tree:
     path, step = os.path.dirname(path), int(os.path.basename(path))
   elif os.path.isdir(os.path.join(path, "checkpoints")):
     path = os.path.join(path, "checkpoints")
-  checkpointer = checkpoint_lib.Checkpointer(path, save_every=1, keep=1000)
-  try:
-    if checkpointer.latest_step() is None:
-      raise ValueError(f"init_weights {path}: directory has no seg_jax checkpoint")
-    restored = checkpointer.restore(None, step)
-  finally:
-    checkpointer.close()
-  return {k: to_numpy_dict(jax.tree.map(np.asarray, restored.get(k) or {})) for k in COLLECTIONS}
+  if not checkpoint_lib.saved_steps(path):
+    raise ValueError(f"init_weights {path}: directory has no seg_jax checkpoint")
+  # Read-only (no orbax manager that would tidy a running job's directory); only the
+  # variables are read; an unreadable newest checkpoint falls back to the previous one.
+  _, restored = checkpoint_lib.restore_variables(path, step, collections=COLLECTIONS)
+  return {k: to_numpy_dict(restored.get(k) or {}) for k in COLLECTIONS}
 
 
 def _flatten(tree: Tree, prefix: str = "") -> dict[str, Any]:

@@ -72,6 +72,11 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(global_batch_size: int, parallelism: str) -> int:
   """Returns the per-process batch size; raises if devices cannot split the batch."""
+  if isinstance(global_batch_size, bool) or not isinstance(global_batch_size,
+                                                          (int, np.integer)):
+    raise ValueError(f"batch_size must be an integer, got {global_batch_size!r}")
+  if global_batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {global_batch_size}")
   num_devices = jax.device_count()
   if global_batch_size % num_devices:
     raise ValueError(f"batch_size {global_batch_size} is not divisible by the "
