@@ -1,9 +1,9 @@
 """1 vs 4 devices (jit and pmap) and 2 processes give the same parameters.
 
 Also for the detectors: DETR (jit and pmap, whose set loss normalises by the global box
-count) and Mask R-CNN under jit. Mask R-CNN under pmap draws its RPN/RoI samples per device
-and normalises per device (torchvision's DistributedDataParallel semantics), so there it
-is only checked to train.
+count) and Mask R-CNN (jit and pmap: its RPN/RoI sampling keys come from the global image
+index and its losses are normalised over the global batch, so the device split does not
+matter).
 
 Forced host devices need XLA_FLAGS before JAX starts, so the runs happen in subprocesses
 (``_training_workers.py``); this process only compares the saved arrays.
@@ -74,20 +74,12 @@ def test_detr_four_devices_match_one(detr_runs, run):
   _assert_same(reference, detr_runs[run])
 
 
-def test_mask_rcnn_four_devices_match_one_under_jit(mask_rcnn_runs):
+@pytest.mark.parametrize("run", ["jit_4", "pmap_4"])
+def test_mask_rcnn_four_devices_match_one(mask_rcnn_runs, run):
   reference = mask_rcnn_runs["jit_1"]
   assert np.all(np.diff(reference["__losses"]) != 0)
   assert reference["__num_gt"].sum() > 0
-  _assert_same(reference, mask_rcnn_runs["jit_4"])
-
-
-def test_mask_rcnn_trains_under_pmap(mask_rcnn_runs):
-  reference, pmap = mask_rcnn_runs["jit_1"], mask_rcnn_runs["pmap_4"]
-  assert np.all(np.isfinite(pmap["__losses"]))
-  # Same model and data, per-device sampling: the losses agree roughly, not exactly.
-  np.testing.assert_allclose(pmap["__losses"], reference["__losses"], rtol=0.2)
-  assert np.all(np.diff(pmap["__losses"]) != 0)  # the steps changed the model
-  np.testing.assert_array_equal(pmap["__num_gt"], reference["__num_gt"])
+  _assert_same(reference, mask_rcnn_runs[run])
 
 
 def _free_port() -> int:
