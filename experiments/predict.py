@@ -45,6 +45,8 @@ def _fail(message: str) -> None:
 def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if not os.path.isdir(_WORKDIR.value):  # before the slow imports below
+    _fail(f"cannot load run {_WORKDIR.value}: no such directory")
   from seg_jax import predict  # pylint: disable=g-import-not-at-top  # after flag parsing: jax
   inputs = argv[1:]
   if not inputs:

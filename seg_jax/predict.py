@@ -1,16 +1,19 @@
 """Use a trained run on your own images (the library behind ``experiments.predict``).
 
 :func:`load_predictor` rebuilds the model from the run's ``config.json`` (or a given config)
-and restores only ``params`` and ``batch_stats`` from its latest (or chosen) checkpoint.
-Pixels are normalised exactly as the input pipeline does (``(pixels / 255 - data.mean) /
-data.std``) and images are resized as evaluation does (only ``data.resize='longer_side'``
-datasets are rescaled; detection/instance images larger than the training size shrink to it).
+and restores only ``params`` and ``batch_stats`` from its newest readable (or chosen)
+checkpoint. Pixels are normalised exactly as the input pipeline does (``data.preprocessing``:
+``(pixels / 255 - data.mean) / data.std``, or Caffe's BGR 0..255 minus the mean pixel) and
+images are resized as evaluation does (``data.resize``).
 
 Semantic: every image goes through :func:`seg_jax.inference.predict_tiled` with windows of
 the training size: an image that fits is mirror-padded into one window (exactly whole-image
-prediction), a larger one is cut into overlapping tiles with mirrored borders.
-Detection/instance: one padded training-size image per input; boxes and masks are mapped
-back to the input's pixels; :func:`coco_results` gives official COCO result records.
+prediction), a larger one is cut into overlapping tiles with mirrored borders
+(``resize='original'`` runs predict the whole image at its own size).
+Detection/instance: one padded training-size input per image, as evaluation builds it; the
+detections are mapped back to the input's pixels by :func:`seg_jax.coco_eval.results_for_batch`
+(the official results format: ``bbox`` xywh, COCO ``category_id``, RLE ``segmentation``).
+Needs the ``[data]`` extra (TFDS for the class names, pycocotools for the results).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image, ImageOps
+from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from seg_jax import inference, tasks, visualize
+from seg_jax import coco_eval, inference, tasks, visualize
+from seg_jax.data import builders, pipeline
 from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import loop
 
@@ -51,28 +56,20 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_tuples(json.load(f)))
 
 
-def restore_variables(workdir: str, step: Optional[int] = None) -> dict:
-  """``{'params', 'batch_stats'}`` of checkpoint ``step`` (default: latest) of a run.
+def restore_variables(workdir: str, step: Optional[int] = None,
+                      template: Optional[dict] = None) -> dict:
+  """``{'params'[, 'batch_stats']}`` of checkpoint ``step`` (default: newest readable).
 
-  The saved tree is read without a template (no model or optimizer needed) and everything
-  but the inference variables is dropped.
+  Only these collections are read (never the optimizer state); with a ``template``
+  (variables of the model to fill) a run that does not fit names the layer and shapes.
   """
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoints in {directory}")
-  checkpointer = checkpoint_lib.Checkpointer(directory, save_every=1, keep=1 << 30)
-  try:
-    steps = checkpointer.all_steps()
-    if not steps:
-      raise FileNotFoundError(f"no checkpoints in {directory}")
-    if step is not None and step not in steps:
-      raise ValueError(f"no checkpoint for step {step} in {directory}; steps: {sorted(steps)}")
-    restored = checkpointer.restore(None, step)
-  finally:
-    checkpointer.close()
-  variables = {"params": jax.tree.map(np.asarray, dict(restored["params"]))}
+  _, restored = checkpoint_lib.restore_variables(directory, step, template)
+  variables = {"params": restored["params"]}
   if jax.tree_util.tree_leaves(restored.get("batch_stats") or {}):
-    variables["batch_stats"] = jax.tree.map(np.asarray, dict(restored["batch_stats"]))
+    variables["batch_stats"] = restored["batch_stats"]
   return variables
 
 
@@ -94,39 +91,69 @@ class Predictor:
     return int(self.config.data.image_size)
 
   @property
-  def mean(self) -> tuple:
-    return tuple(self.config.data.mean)
+  def resize(self) -> str:
+    return str(self.config.data.get("resize", "none") or "none")
 
-  @property
-  def std(self) -> tuple:
-    return tuple(self.config.data.std)
+  def window_normalization(self) -> Optional[dict]:
+    """``predict_tiled``'s ``mean``/``std`` for uint8 windows (None for Caffe inputs)."""
+    data = self.config.data
+    if data.get("preprocessing", "torchvision") == "caffe":
+      return None
+    return {"mean": tuple(data.get("mean", pipeline.IMAGENET_MEAN)),
+            "std": tuple(data.get("std", pipeline.IMAGENET_STD))}
+
+  def normalize(self, image: np.ndarray) -> np.ndarray:
+    """uint8 RGB -> the network's float32 input, as ``seg_jax.data.pipeline.normalize``."""
+    window = self.window_normalization()
+    if window is not None:
+      return inference.normalize_image(image, window["mean"], window["std"])
+    bgr = np.asarray(image, np.uint8)[..., ::-1].astype(np.float32)
+    return bgr - np.asarray(pipeline.CAFFE_BGR_MEAN, np.float32)
+
+  def eval_size(self, height: int, width: int) -> tuple[int, int]:
+    """The image size evaluation resizes to (``augment.eval_transform``), before padding."""
+    longer, shorter = max(height, width), min(height, width)
+    data = self.config.data
+    if self.resize == "longer_side":
+      scale = self.image_size / longer
+    elif self.resize == "shorter_side":
+      scale = min(max(data.min_sizes) / shorter, data.max_size / longer)
+    elif self.resize == "original" or self.task == "semantic":
+      scale = 1.0  # semantic 'none': large images are tiled instead of shrunk
+    else:
+      scale = min(1.0, self.image_size / longer)
+    if scale == 1.0:
+      return height, width
+    return max(round(height * scale), 1), max(round(width * scale), 1)
 
 
 def load_predictor(workdir: str, config=None, step: Optional[int] = None) -> Predictor:
   """Model + restored variables of run ``workdir`` (``config`` defaults to its config.json)."""
-  from seg_jax.data import builders  # pylint: disable=g-import-not-at-top  # imports TFDS
   config = load_config(workdir) if config is None else config
   spec = builders.dataset_spec(config.data.name)
   model = loop.build_model(config, len(spec.class_names))
+  size = int(config.data.image_size)
+  example = {"image": np.zeros((1, size, size, 3), np.float32)}
+  shapes = jax.eval_shape(lambda: tasks.get_task(config.task).init_variables(
+      model, jax.random.key(0), example))
+  template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes))
+  variables = restore_variables(workdir, step, template)
   if config.task == "semantic":
-    names, ids = tuple(spec.class_names), ()
-  else:
-    names = tuple(spec.instance_class_names)
-    ids = tuple(range(1, len(names) + 1))  # seg_jax's convention: class + 1
-    if config.data.name == "coco_instances":
-      from seg_jax.data.coco import COCO_CATEGORIES  # pylint: disable=g-import-not-at-top
-      ids = tuple(i for i, _ in COCO_CATEGORIES)  # the official ids (with gaps)
-  return Predictor(config, model, restore_variables(workdir, step), names, ids)
+    return Predictor(config, model, variables, tuple(spec.class_names), ())
+  names = tuple(spec.instance_class_names)
+  ids = tuple(coco_eval.category_ids(config.data.name, len(names)))
+  return Predictor(config, model, variables, names, ids)
 
 
 def read_image(path: str) -> np.ndarray:
   """Any image file -> (H, W, 3) uint8 RGB (EXIF rotation applied, alpha dropped)."""
   with Image.open(path) as picture:
     picture = ImageOps.exif_transpose(picture)
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: to 0..255
       array = np.asarray(picture, np.float64)
-      array = array * (255.0 / max(array.max(), 1.0))
-      picture = Image.fromarray(np.round(array).astype(np.uint8))
+      peak = array.max(initial=0)
+      divisor = 1.0 if peak <= 255 else 257.0 if peak <= 65535 else peak / 255.0
+      picture = Image.fromarray(np.clip(np.round(array / divisor), 0, 255).astype(np.uint8))
     return np.asarray(picture.convert("RGB"))
 
 
@@ -145,14 +172,6 @@ def _nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
   rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
   cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
   return labels[..., rows[:, None], cols[None, :]]
-
-
-def _scale(predictor: Predictor, height: int, width: int) -> float:
-  """The evaluation pipeline's resize factor for an image of this size."""
-  longer = max(height, width)
-  if predictor.config.data.get("resize", "none") == "longer_side":
-    return predictor.image_size / longer
-  return 1.0 if predictor.task == "semantic" else min(1.0, predictor.image_size / longer)
 
 
 class SemanticSegmenter:
@@ -200,72 +219,50 @@ class SemanticSegmenter:
     """(H, W, 3) uint8 -> (H, W) int32 labels."""
     predictor = self.predictor
     height, width = image.shape[:2]
-    scale = _scale(predictor, height, width)
-    if scale != 1.0:  # longer_side datasets: the net was trained at this scale
-      pixels = inference.normalize_image(image, predictor.mean, predictor.std)
-      pixels = _resize(pixels, max(round(height * scale), 1), max(round(width * scale), 1))
-      kwargs = {}
+    size = predictor.eval_size(height, width)
+    window = predictor.window_normalization()
+    if size != (height, width) or window is None:
+      pixels, kwargs = _resize(predictor.normalize(image), *size), {}
     else:  # uint8 windows, normalised one at a time (large images stay compact)
-      pixels, kwargs = image, {"mean": predictor.mean, "std": predictor.std}
-    size = predictor.image_size
-    fits = max(pixels.shape[:2]) <= size and not self.valid_net
-    tile, margin = (size, 0) if fits else (self.tile, self.margin)
+      pixels, kwargs = image, window
+    if predictor.resize == "original":  # trained on whole images: one window, own size
+      tile, margin, batch = size, 0, 1
+    elif max(size) <= predictor.image_size and not self.valid_net:
+      tile, margin, batch = predictor.image_size, 0, 1
+    else:
+      tile, margin, batch = self.tile, self.margin, self.batch_size
     labels = inference.predict_tiled(self._predict, pixels, tile=tile, margin=margin,
-                                     batch_size=1 if fits else self.batch_size, argmax=True,
-                                     **kwargs)
+                                     batch_size=batch, argmax=True, **kwargs)
     return _nearest(labels, height, width) if labels.shape != (height, width) else labels
 
 
 class Detector:
-  """Boxes (and masks) for images of any size, in the input's pixels."""
+  """COCO result records for images of any size, in the input's pixels."""
 
-  def __init__(self, predictor: Predictor):
+  def __init__(self, predictor: Predictor, max_detections: int = 100):
     self.predictor = predictor
+    self.max_detections = max_detections
     task = tasks.get_task(predictor.task)
     self._predict = jax.jit(lambda variables, images: task.predict(
         predictor.model, variables, {"image": images}, predictor.config))
 
-  def __call__(self, image: np.ndarray) -> dict:
-    """(H, W, 3) uint8 -> score-sorted ``boxes`` (N, 4) xyxy, ``scores``, ``classes``
-    (0-based object classes) and, if the model predicts them, ``masks`` (N, H, W) bool."""
+  def __call__(self, image: np.ndarray, image_id: int = 0) -> list[dict]:
+    """(H, W, 3) uint8 -> score-sorted records ``image_id, category_id, bbox`` (xywh),
+    ``score`` (+ RLE ``segmentation`` when the model predicts masks)."""
     predictor, size = self.predictor, self.predictor.image_size
     height, width = image.shape[:2]
-    scale = _scale(predictor, height, width)
-    rh, rw = max(round(height * scale), 1), max(round(width * scale), 1)
-    pixels = _resize(inference.normalize_image(image, predictor.mean, predictor.std), rh, rw)
-    padded = np.zeros((1, size, size, 3), np.float32)  # 0 = the mean, as the pipeline pads
-    padded[0, :min(rh, size), :min(rw, size)] = pixels[:size, :size]
-    out = jax.tree.map(lambda x: np.asarray(x)[0], self._predict(predictor.variables, padded))
-    keep = np.asarray(out.get("valid", np.ones_like(out["scores"], bool)), bool)
-    result = {"scores": out["scores"][keep].astype(np.float32),
-              "classes": out["classes"][keep].astype(np.int64)}
-    boxes = out["boxes"][keep].astype(np.float64) / scale
-    result["boxes"] = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
-    if "masks" in out:
-      masks = np.asarray(out["masks"][keep], bool)[:, :rh, :rw]
-      result["masks"] = _nearest(masks, height, width)
-    return result
-
-
-def coco_results(detections: dict, image_id: int, file_name: str,
-                 category_ids: tuple) -> list[dict]:
-  """COCO result records (``image_id, category_id, bbox`` xywh, ``score``, RLE
-  ``segmentation`` when masks exist) plus ``file_name`` for readers without an image id."""
-  from pycocotools import mask as mask_utils  # pylint: disable=g-import-not-at-top  # [data] extra
-  records = []
-  for i, (box, score, cls) in enumerate(zip(detections["boxes"], detections["scores"],
-                                            detections["classes"])):
-    x0, y0, x1, y1 = (float(v) for v in box)
-    record = {"image_id": int(image_id), "file_name": file_name,
-              "category_id": int(category_ids[int(cls)]),
-              "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-              "score": round(float(score), 5)}
-    if "masks" in detections:
-      rle = mask_utils.encode(np.asfortranarray(detections["masks"][i].astype(np.uint8)))
-      record["segmentation"] = {"size": [int(s) for s in rle["size"]],
-                                "counts": rle["counts"].decode("ascii")}
-    records.append(record)
-  return records
+    rh, rw = predictor.eval_size(height, width)
+    pixels = _resize(predictor.normalize(image), rh, rw)
+    if predictor.resize == "original":
+      padded = pixels[None]
+    else:  # pad bottom/right with 0 (= the mean after normalisation), as the pipeline
+      padded = np.zeros((1, size, size, 3), np.float32)
+      padded[0, :min(rh, size), :min(rw, size)] = pixels[:size, :size]
+    out = jax.tree.map(np.asarray, self._predict(predictor.variables, padded))
+    batch = {"image_id": np.array([image_id]), "orig_size": np.array([[height, width]]),
+             "resized_size": np.array([[min(rh, padded.shape[1]), min(rw, padded.shape[2])]])}
+    return coco_eval.results_for_batch(batch, out, predictor.category_ids,
+                                       max_detections=self.max_detections)
 
 
 def semantic_pictures(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndarray:
@@ -283,23 +280,26 @@ def semantic_pictures(image: np.ndarray, labels: np.ndarray, class_names) -> np.
   return visualize.with_legend(strip, *visualize.class_legend([labels], class_names, colors))
 
 
-def detection_picture(image: np.ndarray, detections: dict, class_names,
+def detection_picture(image: np.ndarray, records: list, class_names, category_ids,
                       score_threshold: float) -> np.ndarray:
-  """``input | detections with score >= threshold`` (tags: class name and score)."""
+  """``input | detections with score >= threshold`` (masks tinted, boxes tagged with the
+  class name and score), upscaled if small."""
   colors = visualize.palette()[1:]  # skip black: class 0 must show on dark images
-  keep = detections["scores"] >= score_threshold
+  shown = [r for r in records if r["score"] >= score_threshold]
   factor = visualize.upscale_factor(*image.shape[:2])
   big = visualize.upscale(image, factor)
-  classes = detections["classes"][keep]
-  tags = [f"{class_names[c] if c < len(class_names) else c} {s:.2f}"
-          for c, s in zip(classes, detections["scores"][keep])]
-  masks = detections["masks"][keep] if "masks" in detections else None
-  drawn = visualize.draw_detections(
-      big, detections["boxes"][keep] * factor, tags, colors[classes % len(colors)],
-      None if masks is None else visualize.upscale(masks.transpose(1, 2, 0), factor)
-      .transpose(2, 0, 1))
-  return visualize.side_by_side([big, drawn], ["input", f"detections (score >= "
-                                                        f"{score_threshold:g})"])
+  classes = np.array([category_ids.index(r["category_id"]) for r in shown], np.int64)
+  tags = [f"{class_names[c]} {r['score']:.2f}" for c, r in zip(classes, shown)]
+  boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in shown)],
+                   np.float64).reshape(-1, 4)
+  masks = None
+  if shown and all("segmentation" in r for r in shown):
+    masks = np.stack([visualize.upscale(mask_utils.decode(r["segmentation"]), factor)
+                      for r in shown])
+  drawn = visualize.draw_detections(big, boxes * factor, tags, colors[classes % len(colors)],
+                                    masks)
+  return visualize.side_by_side([big, drawn],
+                                ["input", f"detections (score >= {score_threshold:g})"])
 
 
 def list_images(inputs) -> tuple[list[str], list[str]]:
@@ -315,13 +315,6 @@ def list_images(inputs) -> tuple[list[str], list[str]]:
     else:
       errors.append(f"{item}: no such file or folder")
   return files, errors
-
-
-def _write_json(path: str, records: list) -> None:
-  temporary = f"{path}.{os.getpid()}.tmp"
-  with open(temporary, "w") as f:
-    json.dump(records, f)
-  os.replace(temporary, path)
 
 
 @dataclasses.dataclass
@@ -361,11 +354,10 @@ def predict_files(predictor: Predictor, files, output_dir: str, *, tile: Optiona
             os.path.join(output_dir, f"{stem}.png"), labels, visualize.palette()))
         name = f"{stem}_overlay.png"
       else:
-        detections = run(image)
-        image_id = int(stem) if stem.isdigit() else index
-        records += coco_results(detections, image_id, os.path.basename(path),
-                                predictor.category_ids)
-        picture = detection_picture(image, detections, predictor.class_names, score_threshold)
+        found = run(image, int(stem) if stem.isdigit() else index)
+        picture = detection_picture(image, found, predictor.class_names,
+                                    predictor.category_ids, score_threshold)
+        records += [dict(r, file_name=os.path.basename(path)) for r in found]
         name = f"{stem}_detections.png"
       summary.written.append(visualize.save_png(os.path.join(output_dir, name), picture))
       stems[stem] = path
@@ -376,6 +368,6 @@ def predict_files(predictor: Predictor, files, output_dir: str, *, tile: Optiona
         on_error(message)
   if not semantic:
     path = os.path.join(output_dir, "detections.json")
-    _write_json(path, records)
+    coco_eval.write_json(path, records)
     summary.written.append(path)
   return summary

@@ -16,7 +16,6 @@ import numpy as np
 
 Params = dict[str, Any]
 
-PRETRAINED = {"vgg16": "vgg16.tv_in1k", "vgg19": "vgg19.tv_in1k"}
 # The published weights expect RGB in [0, 1] normalised with these (torchvision/timm).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,26 +45,6 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     return {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
   raise ValueError(f"unsupported weights format {ext!r} ({path}); use .safetensors, .npz or "
                    ".pth")
-
-
-def fetch_pretrained(name: str, cache_dir: str) -> str:
-  """Path to the timm ``model.safetensors`` of ``name`` ('vgg16.tv_in1k', 'vgg19.tv_in1k').
-
-  Uses ``{cache_dir}/{name}.safetensors`` if present, else downloads ``timm/{name}`` with
-  huggingface_hub (when installed and online). Pass the path to :func:`load_vgg_params`.
-  """
-  name = PRETRAINED.get(name, name)
-  local = os.path.join(cache_dir, f"{name}.safetensors")
-  if os.path.exists(local):
-    return local
-  url = f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
-  try:
-    from huggingface_hub import hf_hub_download  # pylint: disable=g-import-not-at-top
-    return hf_hub_download(repo_id=f"timm/{name}", filename="model.safetensors",
-                           cache_dir=cache_dir)
-  except Exception as error:  # ImportError, offline, unknown repo: same remedy.
-    raise FileNotFoundError(f"no weights for {name!r}: download {url} and save it as {local} "
-                            f"({type(error).__name__}: {error})".splitlines()[0]) from None
 
 
 def merge_tree(target: Mapping[str, Any], source: Mapping[str, Any], *, source_name: str,

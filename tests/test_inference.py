@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seg_jax.inference import make_predict_fn, mirror_indices, predict_tiled
+from seg_jax.inference import make_predict_fn, mirror_indices, normalize_image, predict_tiled
 from seg_jax.models.baselines import FullResFCN
 from seg_jax.models.unet import UNet, unet_valid_margin, unet_valid_output_size
 
@@ -82,3 +82,39 @@ def test_same_net_margin_removes_seams():
   seamy = predict_tiled(make_predict_fn(model, variables), image, tile=tile, margin=0)
   assert np.abs(seamy - whole).max() > 1e-2
   np.testing.assert_allclose(seamy[4:12, 4:12], whole[4:12, 4:12], rtol=1e-5, atol=1e-5)
+
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def test_normalize_image_is_the_pipeline_formula():
+  image = np.random.default_rng(4).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+  expected = (image.astype(np.float64) / 255.0 - np.array(MEAN)) / np.array(STD)
+  got = normalize_image(image, MEAN, STD)
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+  with pytest.raises(ValueError, match="got dtype float32"):
+    normalize_image(got, MEAN, STD)
+  with pytest.raises(ValueError, match="mean/std must be scalars or have 3 channels"):
+    normalize_image(image, (0.5, 0.5), STD)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.uint16, bool])
+def test_predict_tiled_rejects_integer_images(dtype):
+  image = np.ones((9, 9, 3), dtype)
+  with pytest.raises(ValueError) as info:
+    predict_tiled(_window_echo, image, tile=4, margin=1)
+  message = str(info.value)
+  assert "\n" not in message and f"dtype {np.dtype(dtype)}" in message and "mean=" in message
+
+
+def test_predict_tiled_normalises_uint8_windows_like_the_whole_image():
+  image = np.random.default_rng(5).integers(0, 256, (13, 18, 3), dtype=np.uint8)
+  out = predict_tiled(_window_echo, image, tile=(5, 4), margin=(2, 3), mean=MEAN, std=STD)
+  np.testing.assert_array_equal(out, normalize_image(image, MEAN, STD))
+  labels = predict_tiled(_window_echo, image, tile=8, margin=0, argmax=True, mean=MEAN, std=STD)
+  np.testing.assert_array_equal(labels, np.argmax(normalize_image(image, MEAN, STD), -1))
+  with pytest.raises(ValueError, match="image has dtype float32"):
+    predict_tiled(_window_echo, image.astype(np.float32), tile=4, margin=1, mean=MEAN, std=STD)
+  with pytest.raises(ValueError, match="needs both mean and std"):
+    predict_tiled(_window_echo, image, tile=4, margin=1, mean=MEAN)

@@ -4,7 +4,6 @@ References are computed in numpy in PyTorch's own layout (NCHW, OIHW, (C, H, W) 
 so every transpose and reshape of the importer is checked, not re-used.
 """
 
-import os
 import sys
 
 import jax
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from seg_jax import weights
 from seg_jax.models import vgg_weights
 from seg_jax.models.deconvnet import DeconvNet
 from seg_jax.models.fcn import FCN
@@ -189,19 +187,6 @@ def test_pth_without_torch_says_what_to_do(tmp_path):
   path.write_bytes(b"\0")
   with pytest.raises(ValueError, match="needs torch.*safetensors"):
     vgg_weights.load_vgg_params(str(path))
-
-
-def test_fetch_pretrained_offline(tmp_path, monkeypatch):
-  monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails: "offline"
-  with pytest.raises(FileNotFoundError) as info:
-    weights.fetch_pretrained("vgg16", str(tmp_path))
-  message = str(info.value)
-  assert "\n" not in message
-  assert "https://huggingface.co/timm/vgg16.tv_in1k/resolve/main/model.safetensors" in message
-  assert os.path.join(str(tmp_path), "vgg16.tv_in1k.safetensors") in message
-  local = tmp_path / "vgg19.tv_in1k.safetensors"
-  local.write_bytes(b"")
-  assert weights.fetch_pretrained("vgg19.tv_in1k", str(tmp_path)) == str(local)
 
 
 def test_fcn_params_from_vgg():
