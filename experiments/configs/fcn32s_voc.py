@@ -1,4 +1,6 @@
-"""FCN-32s on PASCAL VOC 2012 with the reference recipe (see voc_base for the options)."""
+"""FCN-32s on PASCAL VOC with the reference recipe (see voc_base): lr 1e-10, from the Caffe VGG-16
+(~/.cache/seg_jax/vgg16_caffe.safetensors).
+"""
 
 import ml_collections
 

@@ -1,18 +1,25 @@
-"""FCN on PASCAL VOC 2012 (Long, Shelhamer & Darrell): the reference training recipe.
+"""FCN-32s/16s/8s on PASCAL VOC: the reference recipe (fcn.berkeleyvision.org ``voc-fcn*s``
+solvers, pytorch-fcn), field for field. BUILD.md "Reproducing FCN on PASCAL VOC" lists each.
 
-Two equivalent recipes (``arg``):
+* Data: SBD train (8,498) / seg11valid (736) (``voc_segmentation`` config ``fcn``); whole
+  images at their original size, one per batch, no augmentation, for training and
+  evaluation (``data.resize='original'``); one confusion matrix over the split, 255 ignored.
+  Every distinct image shape compiles the train/eval step once (jit caches them).
+* Input: Caffe VGG-16 weights with their preprocessing (``data.preprocessing='caffe'``: BGR,
+  0..255, minus the Caffe mean pixel). The ``torchvision`` option switches both the weights
+  and the preprocessing to torchvision's VGG-16 (RGB, ImageNet mean/std); not the reference.
+* Loss: per-pixel softmax cross-entropy *summed* over the image (``loss.reduction='sum'``,
+  Caffe ``normalize: false``), which is what the tiny learning rates are for.
+* SGD, momentum 0.99, batch 1, lr 1e-10 (32s) / 1e-12 (16s) / 1e-14 (8s), fixed, 100k
+  iterations; weight decay 5e-4 on kernels only (``decay_all=False``: none on biases); biases
+  at 2x the learning rate; every upsampling layer frozen at bilinear (model
+  ``freeze_upsampling='all'`` and lr 0, so weight decay cannot touch it either).
+* Staged: FCN-32s starts from VGG-16, FCN-16s from the FCN-32s run (default workdir
+  /tmp/seg_jax/fcn32s_voc), FCN-8s from the FCN-16s run; layers new to a stage keep their
+  reference initialisation (skip scores zero, upsampling bilinear).
 
-* default ("normalised", the FCN paper's Sec. 4.3): minibatch 20 images, SGD momentum 0.9,
-  lr 1e-4, weight decay 5e-4. Our cross-entropy is averaged over valid pixels.
-* ``heavy`` (the later reference Caffe solvers): batch 1, momentum 0.99, lr 1e-10 on the
-  *summed* (unnormalised) pixel loss. With our averaged loss the same step size is
-  lr = 1e-10 * pixels per image, i.e. about 1e-5 for 320x320 crops.
-
-``config.init_weights`` points to torchvision's ImageNet VGG-16 (timm ``vgg16.tv_in1k``
-safetensors, see ``seg_jax.weights.fetch_pretrained``); a missing file stops the run with
-a one-line error naming it. Set it to '' to train from scratch. The paper initialises
-FCN-16s from a trained FCN-32s and FCN-8s from FCN-16s; here every variant starts from
-VGG-16 (override ``init_weights`` to stage them). ``runlocal`` shrinks everything.
+Options (``arg``, comma-separated): ``torchvision`` (above); ``runlocal`` (a few steps, tiny
+width, no initial weights: a smoke test on whatever VOC data is at hand).
 """
 
 import os
@@ -21,45 +28,55 @@ import ml_collections
 
 from experiments.configs import shapes_base
 
-DEFAULT_VGG16 = os.path.join("~", ".cache", "seg_jax", "vgg16.tv_in1k.safetensors")
+WEIGHTS_DIR = os.path.join("~", ".cache", "seg_jax")
+# The Caffe VGG-16 of the reference FCNs (pytorch-fcn's vgg16_from_caffe.pth, torchvision key
+# layout), as safetensors; and torchvision's VGG-16 (timm vgg16.tv_in1k) for the option.
+CAFFE_VGG16 = os.path.join(WEIGHTS_DIR, "vgg16_caffe.safetensors")
+TORCHVISION_VGG16 = os.path.join(WEIGHTS_DIR, "vgg16.tv_in1k.safetensors")
+RUNS_DIR = os.path.join("/tmp", "seg_jax")  # experiments.train's default workdir parent
+
+LEARNING_RATES = {"32s": 1e-10, "16s": 1e-12, "8s": 1e-14}
+PREVIOUS_STAGE = {"16s": "fcn32s_voc", "8s": "fcn16s_voc"}
+OPTIONS = ("runlocal", "torchvision")
 
 
 def fcn_voc_config(variant: str, arg=None) -> ml_collections.ConfigDict:
   options = shapes_base.parse_arg(arg)
-  unknown = options - {"heavy", "runlocal"}
+  unknown = options - set(OPTIONS)
   if unknown:
-    raise ValueError(f"unknown config option(s) {sorted(unknown)}; known: heavy, runlocal")
+    raise ValueError(f"unknown config option(s) {sorted(unknown)}; known: {', '.join(OPTIONS)}")
+  torchvision = "torchvision" in options
   config = shapes_base.base_config("voc_segmentation")
-  config.model = ml_collections.ConfigDict(
-      {"name": f"fcn{variant}", "width": 1.0, "dropout_rate": 0.5})
-  config.data.image_size = 320
+  config.data.builder_config = "fcn"
+  config.data.resize = "original"  # data.image_size is then unused
+  config.data.augmentation = {"scale_range": (1.0, 1.0), "flip": False, "crop": False}
+  config.data.preprocessing = "torchvision" if torchvision else "caffe"
+  config.model = ml_collections.ConfigDict({
+      "name": f"fcn{variant}", "width": 1.0, "dropout_rate": 0.5, "freeze_upsampling": "all"})
+  config.loss.reduction = "sum"
   config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = LEARNING_RATES[variant]
+  config.optimizer.momentum = 0.99
   config.optimizer.weight_decay = 5e-4
-  # The final upsampling is frozen (stop_gradient), but coupled weight decay would still shrink
-  # it: give it a zero learning rate so it stays the exact bilinear kernel.
-  final_upsampling = {"32s": "upscore", "16s": "upscore16", "8s": "upscore8"}[variant]
-  config.optimizer.lr_multipliers = {f"^{final_upsampling}/kernel$": 0.0}
+  config.optimizer.decay_all = False  # no decay on biases (ndim 1)
+  # First match wins: upsampling kernels frozen (lr 0, no decay), biases at twice the rate.
+  config.optimizer.lr_multipliers = {"^upscore": 0.0, "/bias$": 2.0}
   config.schedule.name = "constant"
   config.schedule.warmup_steps = 0
-  if "heavy" in options:
-    config.batch_size = 1
-    config.optimizer.momentum = 0.99
-    config.optimizer.learning_rate = 1e-10 * config.data.image_size ** 2
-    config.num_train_steps = 100_000
-  else:
-    config.batch_size = 20
-    config.optimizer.momentum = 0.9
-    config.optimizer.learning_rate = 1e-4
-    config.num_train_steps = 20_000
-  config.log_every = 100
+  config.batch_size = 1
+  config.num_train_steps = 100_000
+  config.log_every = 20
   config.eval_every = 4000
-  config.checkpoint_every = 2000
-  config.init_weights = os.path.expanduser(DEFAULT_VGG16)
+  config.checkpoint_every = 4000
+  if variant == "32s":
+    config.init_weights = os.path.expanduser(TORCHVISION_VGG16 if torchvision else CAFFE_VGG16)
+  else:
+    config.init_weights = os.path.join(RUNS_DIR, PREVIOUS_STAGE[variant] +
+                                       ("_torchvision" if torchvision else ""))
   if "runlocal" in options:
     shapes_base.apply_runlocal(config)
-    config.data.image_size = 64
+    config.batch_size = 1
     config.init_weights = ""
-    config.model.width = 0.125
   return config
 
 

@@ -10,17 +10,23 @@ import numpy as np
 
 
 def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, *, ignore_index: int = 255,
-                        class_weights: Optional[jax.Array] = None) -> jax.Array:
-  """Softmax cross-entropy averaged over valid pixels.
+                        class_weights: Optional[jax.Array] = None,
+                        reduction: str = "mean") -> jax.Array:
+  """Softmax cross-entropy averaged (or summed) over valid pixels.
 
   Args:
     logits: ``(..., C)`` (computed in float32 whatever the input dtype).
     labels: ``(...)`` integer labels; ``ignore_index`` marks pixels that do not count.
     class_weights: optional ``(C,)``; the mean is then weighted like PyTorch's
       ``CrossEntropyLoss(weight=...)``: ``sum w[y] ce / sum w[y]`` over valid pixels.
+    reduction: 'mean' (above) or 'sum': ``sum w[y] ce`` over valid pixels, unnormalised,
+      like Caffe's ``SoftmaxWithLoss`` with ``normalize: false`` on one image (the
+      reference FCN solvers; their tiny learning rates assume this scale).
 
   Returns 0 (not NaN) when no pixel is valid, so an all-ignore crop cannot poison a step.
   """
+  if reduction not in ("mean", "sum"):
+    raise ValueError(f"pixel_cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
   if logits.shape[:-1] != labels.shape:
     raise ValueError(f"pixel_cross_entropy: logits {logits.shape} do not match labels {labels.shape}")
   num_classes = logits.shape[-1]
@@ -35,7 +41,10 @@ def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, *, ignore_index: i
     if class_weights.shape != (num_classes,):
       raise ValueError(f"class_weights must have shape ({num_classes},), got {class_weights.shape}")
     weights = weights * class_weights[safe_labels]
-  return jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
+  total = jnp.sum(nll * weights)
+  if reduction == "sum":
+    return total
+  return total / jnp.maximum(jnp.sum(weights), 1e-12)
 
 
 def class_pixel_statistics(label_maps: Iterable[np.ndarray], num_classes: int,

@@ -30,6 +30,12 @@ def _class_weights(config) -> Optional[jax.Array]:
   return None if weights is None else jnp.asarray(weights, jnp.float32)
 
 
+def _loss_reduction(config) -> str:
+  """``config.loss.reduction``: 'mean' over valid pixels (default) or 'sum' (see loss_fn)."""
+  loss_config = config.get("loss", None)
+  return (loss_config.get("reduction", None) if loss_config is not None else None) or "mean"
+
+
 def crop_labels_to(labels: jax.Array, spatial_shape) -> jax.Array:
   """Centre-crops ``(B, H, W)`` labels to ``spatial_shape`` (no-op when equal)."""
   height, width = labels.shape[1:3]
@@ -54,7 +60,12 @@ def init_variables(model, rng: jax.Array, batch: Batch) -> dict:
 
 
 def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config):
-  """Training-mode cross-entropy averaged over the valid pixels of the batch."""
+  """Training-mode cross-entropy over the valid pixels of the batch.
+
+  ``config.loss.reduction='mean'`` averages over the batch's valid pixels; ``'sum'`` sums
+  each image's pixel losses and averages over the images (Caffe ``normalize: false``, the
+  reference FCN solvers: with their batch of 1 the plain sum).
+  """
   variables = {"params": params}
   if _has_batch_stats(batch_stats):
     variables["batch_stats"] = batch_stats
@@ -65,7 +76,10 @@ def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config):
     logits = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
   labels = crop_labels_to(batch["label"], logits.shape[1:3])
   loss = losses.pixel_cross_entropy(logits, labels, ignore_index=_ignore_label(config),
-                                    class_weights=_class_weights(config))
+                                    class_weights=_class_weights(config),
+                                    reduction=_loss_reduction(config))
+  if _loss_reduction(config) == "sum":
+    loss = loss / labels.shape[0]
   valid = labels != _ignore_label(config)
   correct = (jnp.argmax(logits, axis=-1) == labels) & valid
   pixel_accuracy = jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1)
