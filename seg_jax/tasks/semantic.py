@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax import losses, metrics
+from seg_jax import losses, metrics, visualize
 
 Batch = dict[str, Any]
 
@@ -129,19 +129,7 @@ def _class_names(info: dict, num_classes: int) -> list[str]:
   return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
 
-def palette(num_colors: int = 256) -> np.ndarray:
-  """The PASCAL VOC colour map (bit-interleaved class index), 255 -> white."""
-  colors = np.zeros((num_colors, 3), np.uint8)
-  for index in range(num_colors):
-    value, rgb = index, [0, 0, 0]
-    for shift in range(7, -1, -1):
-      for channel in range(3):
-        rgb[channel] |= ((value >> channel) & 1) << shift
-      value >>= 3
-    colors[index] = rgb
-  if num_colors > 255:
-    colors[255] = 255
-  return colors
+palette = visualize.palette  # detection and instance overlays use it from here
 
 
 def _to_uint8_image(image: np.ndarray, data_config) -> np.ndarray:
@@ -157,8 +145,13 @@ def _to_uint8_image(image: np.ndarray, data_config) -> np.ndarray:
 
 
 def overlays(batch: Batch, predictions, info: dict, config) -> list[np.ndarray]:
-  """``image | label | prediction`` strips, labels and predictions colourised."""
+  """``input | ground truth | prediction`` panels with titles and a legend of the classes shown.
+
+  Images smaller than ``visualize.MIN_SIZE`` are enlarged (nearest neighbour, integer
+  factor); labels are centre-cropped to the prediction (valid U-Net).
+  """
   colors = palette()
+  names = list(info.get("class_names") or [])  # classes without a name are shown as numbers
   images = []
   predictions = np.asarray(predictions)
   for index in range(predictions.shape[0]):
@@ -169,8 +162,10 @@ def overlays(batch: Batch, predictions, info: dict, config) -> list[np.ndarray]:
     top, left = (label.shape[0] - height) // 2, (label.shape[1] - width) // 2
     label = label[top:top + height, left:left + width]
     image = image[top:top + height, left:left + width]
-    gap = np.full((height, 2, 3), 255, np.uint8)
-    images.append(np.concatenate(
-        [image, gap, colors[label.astype(np.int64) % 256], gap,
-         colors[prediction.astype(np.int64) % 256]], axis=1))
+    factor = visualize.upscale_factor(height, width)
+    panels = [visualize.upscale(p, factor) for p in
+              (image, visualize.colorize(label, colors), visualize.colorize(prediction, colors))]
+    strip = visualize.side_by_side(panels, ["input", "ground truth", "prediction"])
+    images.append(visualize.with_legend(strip, *visualize.class_legend([label, prediction],
+                                                                       names, colors)))
   return images
