@@ -27,12 +27,13 @@ import os
 import ml_collections
 
 from experiments.configs import shapes_base
+from seg_jax import pretrained
 
-WEIGHTS_DIR = os.path.join("~", ".cache", "seg_jax")
-# The Caffe VGG-16 of the reference FCNs (pytorch-fcn's vgg16_from_caffe.pth, torchvision key
-# layout), as safetensors; and torchvision's VGG-16 (timm vgg16.tv_in1k) for the option.
-CAFFE_VGG16 = os.path.join(WEIGHTS_DIR, "vgg16_caffe.safetensors")
-TORCHVISION_VGG16 = os.path.join(WEIGHTS_DIR, "vgg16.tv_in1k.safetensors")
+# Where `python -m experiments.fetch_weights` puts them (~/.cache/seg_jax/): the Caffe VGG-16
+# of the reference FCNs (a state-dict conversion in torchvision's key layout, as safetensors)
+# and torchvision's VGG-16 (timm vgg16.tv_in1k) for the ``torchvision`` option.
+CAFFE_VGG16 = pretrained.local_path("vgg16_caffe")
+TORCHVISION_VGG16 = pretrained.local_path("vgg16")
 RUNS_DIR = os.path.join("/tmp", "seg_jax")  # experiments.train's default workdir parent
 
 LEARNING_RATES = {"32s": 1e-10, "16s": 1e-12, "8s": 1e-14}
@@ -69,7 +70,7 @@ def fcn_voc_config(variant: str, arg=None) -> ml_collections.ConfigDict:
   config.eval_every = 4000
   config.checkpoint_every = 4000
   if variant == "32s":
-    config.init_weights = os.path.expanduser(TORCHVISION_VGG16 if torchvision else CAFFE_VGG16)
+    config.init_weights = TORCHVISION_VGG16 if torchvision else CAFFE_VGG16
   else:
     config.init_weights = os.path.join(RUNS_DIR, PREVIOUS_STAGE[variant] +
                                        ("_torchvision" if torchvision else ""))

@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from experiments.configs import fcn16s_voc, fcn32s_voc, fcn8s_voc, voc_base
+from experiments.configs import fcn16s_voc, fcn32s_voc, fcn8s_voc
 from seg_jax import losses
 from seg_jax.tasks import semantic
 from seg_jax.training import init_weights as init_lib
@@ -40,12 +40,12 @@ def test_defaults_are_the_reference_recipe(variant):
   assert config.num_train_steps == 100_000
   assert config.model.freeze_upsampling == "all"
   assert config.init_weights == {
-      "32s": os.path.expanduser(voc_base.CAFFE_VGG16), "16s": "/tmp/seg_jax/fcn32s_voc",
+      "32s": os.path.expanduser("~/.cache/seg_jax/vgg16_caffe.safetensors"), "16s": "/tmp/seg_jax/fcn32s_voc",
       "8s": "/tmp/seg_jax/fcn16s_voc"}[variant]
   other = CONFIGS[variant].get_config("torchvision")
   assert other.data.preprocessing == "torchvision"
   if variant == "32s":
-    assert other.init_weights == os.path.expanduser(voc_base.TORCHVISION_VGG16)
+    assert other.init_weights == os.path.expanduser("~/.cache/seg_jax/vgg16.tv_in1k.safetensors")
   with pytest.raises(ValueError, match="unknown config option.*'heavy'"):
     CONFIGS[variant].get_config("heavy")
 
