@@ -81,6 +81,8 @@ def describe_error(error: BaseException, limit: int = 200) -> str:
     error = error.__cause__ or error.__context__
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+  if isinstance(error, CheckpointError) and lines:  # our own message says it all
+    text = lines[0]
   return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -233,7 +235,7 @@ def restore_variables(directory: str, step: Optional[int] = None, template: Opti
     check_step(directory, step, steps)
     try:
       return step, restore_one(step)
-    except CheckpointError:
+    except CheckpointMismatchError:
       raise
     except Exception as error:  # pylint: disable=broad-except
       raise UnreadableCheckpointError(

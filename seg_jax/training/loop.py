@@ -319,6 +319,8 @@ def _train_steps(setup: _Setup, config, writer, checkpointer, stop, state, train
       checkpointer.save(done, setup.runner.checkpointable(state), force=True)
       last_checkpoint = done
     if preempted:
+      if progress is not None:
+        progress.close()
       logging.warning("stopping at step %d on request (checkpoint saved)", done)
       return {"preempted_at_step": done}
     if eval_every and done % eval_every == 0 and done != num_steps:
