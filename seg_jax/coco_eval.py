@@ -35,6 +35,7 @@ from seg_jax.data import builders, coco
 from seg_jax.metrics_coco import STAT_NAMES
 
 IOU_TYPES = ("bbox", "segm")
+MASK_KEYS = ("mask_box_probs", "mask_probs", "masks")  # prediction keys that carry masks
 
 
 def category_ids(data_name: str, num_classes: int) -> list[int]:
@@ -206,7 +207,8 @@ def evaluate_results(annotations: str, results: str | list[dict],
   """The 12 COCO numbers (``AP`` ... ``ARl``) per IoU type of a results file or list.
 
   Results must refer to images and categories of the annotation file; ``segm`` is skipped
-  when the results carry no segmentation. pycocotools' -1 (no ground truth of that size)
+  when some result carries no segmentation; without any result every number is 0.
+  pycocotools' -1 (no ground truth of that size)
   is returned as NaN.
   """
   gt = load_annotations(annotations)
@@ -222,6 +224,8 @@ def evaluate_results(annotations: str, results: str | list[dict],
       raise ValueError(f"result category_id {result['category_id']} is not in {annotations}")
   scores = {}
   for iou_type in iou_types:
+    if iou_type not in IOU_TYPES:
+      raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     if iou_type == "segm" and not all("segmentation" in r for r in results):
       continue
     if not results:
@@ -255,8 +259,10 @@ def evaluate_predictions(batches_and_predictions: Iterable[tuple[dict, dict]], d
   it is written from the dataset's ``split`` first (:func:`ground_truth_json`).
   """
   category_of = category_ids(data_config.name, num_classes)
-  results = []
+  results, iou_types = [], ["bbox"]
   for batch, predictions in batches_and_predictions:
+    if "segm" not in iou_types and any(k in predictions for k in MASK_KEYS):
+      iou_types.append("segm")
     results += results_for_batch(batch, predictions, category_of,
                                  max_detections=max_detections, mask_threshold=mask_threshold)
   write_json(output, results)
@@ -265,4 +271,4 @@ def evaluate_predictions(batches_and_predictions: Iterable[tuple[dict, dict]], d
       raise ValueError(f"annotation file not found: {annotations} (COCO needs the official "
                        f"annotations/instances_val2017.json)")
     ground_truth_json(data_config, split or data_config.eval_split, annotations)
-  return evaluate_results(annotations, output)
+  return evaluate_results(annotations, output, iou_types)
