@@ -15,6 +15,7 @@ box width equals the number of columns covered; stored in TFDS as normalised
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 import io
 
 import numpy as np
@@ -110,12 +111,15 @@ def _shape_colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
 
 def render_example(index: int, *, image_size: int = 64, split: str = "train", seed: int = 0,
                    min_size: int = 12, max_size: int = 28, min_shapes: int = 1,
-                   max_shapes: int = 4, noise: float = 0.05) -> dict[str, np.ndarray]:
+                   max_shapes: int = 4, noise: float = 0.05,
+                   centre_jitter: Optional[float] = None) -> dict[str, np.ndarray]:
   """Renders example ``index`` of ``split`` deterministically.
 
   Returns ``image`` uint8 (H,W,3), ``segmentation`` uint8 (H,W) with 0 = background and
   1..4 = class + 1, ``masks`` bool (N,H,W) visible instance masks, ``labels`` int64 (N,)
   0-based classes, ``boxes`` float32 (N,4) xyxy pixel boxes (exclusive max).
+  ``centre_jitter``: place shape centres within this many pixels of the image centre
+  (default: anywhere the whole shape fits).
   """
   if split not in _SPLIT_IDS:
     raise ValueError(f"split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
@@ -133,7 +137,11 @@ def render_example(index: int, *, image_size: int = 64, split: str = "train", se
     kind = int(rng.integers(0, len(SHAPE_NAMES)))
     diameter = rng.uniform(min_size, max_size)
     radius = diameter / 2
-    cy, cx = rng.uniform(radius, image_size - radius, 2)
+    if centre_jitter is None:
+      cy, cx = rng.uniform(radius, image_size - radius, 2)
+    else:  # near the centre, like the central object of an ImageNet photo
+      low = max(radius, image_size / 2 - centre_jitter)
+      cy, cx = rng.uniform(low, image_size - low, 2)
     mask = shape_mask(kind, image_size, cy, cx, radius, rng.uniform(0, 2 * np.pi))
     local = image[mask].mean(axis=0) if mask.any() else image.mean(axis=(0, 1))
     colour = _shape_colour(rng, local)
@@ -187,6 +195,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
   max_shapes: int = 4
   noise: float = 0.05
   seed: int = 0
+  centre_jitter: Optional[float] = None
 
 
 class Shapes(tfds.core.GeneratorBasedBuilder):
@@ -194,11 +203,19 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {"1.0.0": "Initial release.",
-                   "1.1.0": "8000 training images (was 2000): small nets overfitted 2000."}
+                   "1.1.0": "8000 training images (was 2000): small nets overfitted 2000; "
+                            "configs cls128 and single128 added later (others unchanged)."}
   BUILDER_CONFIGS = [
       ShapesConfig(name="64", description="64x64, shapes 12-28 px (default)."),
       ShapesConfig(name="128", description="128x128, shapes 24-56 px.", image_size=128,
                    min_size=24, max_size=56),
+      ShapesConfig(name="cls128", description="128x128, 1-6 shapes of 12-28 px (the objects "
+                   "of the 64 px default on a larger canvas): classifier pretraining.",
+                   image_size=128, max_shapes=6, num_validation=512),
+      ShapesConfig(name="single128", description="128x128, exactly one shape of 12-28 px "
+                   "within 24 px of the centre (one label per image, a central object as "
+                   "in ImageNet photos): classifier pretraining.", image_size=128,
+                   min_shapes=1, max_shapes=1, num_validation=512, centre_jitter=24.0),
       ShapesConfig(name="tiny", description="32x32, 8 train / 4 validation (tests).",
                    image_size=32, num_train=8, num_validation=4, min_size=8, max_size=16),
   ]
@@ -235,7 +252,7 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
       ex = render_example(index, image_size=size, split=split, seed=cfg.seed,
                           min_size=cfg.min_size, max_size=cfg.max_size,
                           min_shapes=cfg.min_shapes, max_shapes=cfg.max_shapes,
-                          noise=cfg.noise)
+                          noise=cfg.noise, centre_jitter=cfg.centre_jitter)
       # BBoxFeature wants normalised [ymin, xmin, ymax, xmax].
       bboxes = ex["boxes"][:, [1, 0, 3, 2]] / size
       yield index, {

@@ -177,7 +177,9 @@ class VGG(nn.Module):
   is the same weights as convolutions (fc6 7x7 'VALID', fc7/fc8 1x1; see
   :func:`convolutionalize`) and returns a dense ``(N, h, w, num_classes)`` score map
   (needs pool5 >= 7x7, i.e. inputs >= 224). With ``capture=[taps]`` returns
-  ``{tap: activation}`` and stops after the deepest requested tap.
+  ``{tap: activation}`` and stops after the deepest requested tap. ``batch_norm`` gives
+  the VGG-BN trunk (conv + BN + ReLU, the trunk SegNet and DeconvNet use; names
+  ``conv{s}_{i}`` and ``conv{s}_{i}_bn``).
   """
   depth: int = 16
   width: float = 1.0
@@ -186,12 +188,15 @@ class VGG(nn.Module):
   pooling: str = "max"
   convolutional_fc: bool = False
   dropout_rate: float = 0.5
+  batch_norm: bool = False
+  bn_axis_name: Optional[str] = None
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
                capture: Optional[Sequence[str]] = None):
-    common = dict(depth=self.depth, width=self.width, pooling=self.pooling, dtype=self.dtype)
+    common = dict(depth=self.depth, width=self.width, pooling=self.pooling, dtype=self.dtype,
+                  batch_norm=self.batch_norm, train=train, bn_axis_name=self.bn_axis_name)
     if capture is not None:
       capture = [capture] if isinstance(capture, str) else list(capture)
       order = vgg_tap_names(self.depth)

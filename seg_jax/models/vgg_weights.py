@@ -226,11 +226,48 @@ def load_pretrained(state: Mapping[str, Any], variables: Mapping[str, Any], *, s
                        vgg_batch_stats=vgg["batch_stats"])
 
 
+def fold_batch_norm(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
+                    layers: list[str]) -> dict:
+  """Folds eval-mode BatchNorm ``{name}_bn`` into the preceding convolution ``name``.
+
+  ``BN(conv(x) + b) = conv'(x) + b'`` with ``k' = k * s``, ``b' = (b - mean) * s + beta`` and
+  ``s = gamma / sqrt(var + eps)`` per output channel: a BN-trunk classifier becomes the
+  plain (bias, no BN) VGG trunk with identical eval-mode outputs. Returns new params for
+  ``layers`` (other entries unchanged, the ``_bn`` entries removed).
+  """
+  out = dict(params)
+  for name in layers:
+    bn = f"{name}_bn"
+    if name not in params or bn not in params or bn not in batch_stats:
+      continue
+    scale = np.asarray(params[bn]["scale"], np.float64) / np.sqrt(
+        np.asarray(batch_stats[bn]["var"], np.float64) + BN_EPSILON)
+    kernel = np.asarray(params[name]["kernel"], np.float64)
+    bias = np.asarray(params[name].get("bias", np.zeros(kernel.shape[-1])), np.float64)
+    out[name] = {"kernel": (kernel * scale).astype(np.float32),
+                 "bias": ((bias - np.asarray(batch_stats[bn]["mean"], np.float64)) * scale
+                          + np.asarray(params[bn]["bias"], np.float64)).astype(np.float32)}
+    del out[bn]
+  return out
+
+
 def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict:
-  """Run-to-run transfer hook: a VGG classifier's dense fc6/fc7 become the convolutions the
-  target model has ("convolutionalisation", exactly as for ImageNet files)."""
-  params = dict(source.get("params", {}))
+  """Run-to-run transfer hook for VGG-based models.
+
+  A VGG classifier's dense fc6/fc7 become the convolutions the target has
+  ("convolutionalisation", exactly as for ImageNet files), and a BatchNorm trunk going into
+  a model without BatchNorm (VGG-16-BN classifier -> FCN) has its BN folded into the
+  convolutions (:func:`fold_batch_norm`).
+  """
   target_params = target.get("params", {})
+  params = dict(source.get("params", {}))
+  bn_layers = [n for n in params if f"{n}_bn" in params and f"{n}_bn" not in target_params
+               and "bias" in target_params.get(n, {})]
+  if bn_layers:
+    params = fold_batch_norm(params, source.get("batch_stats", {}), bn_layers)
+    stats = {k: v for k, v in source.get("batch_stats", {}).items()
+             if k not in {f"{n}_bn" for n in bn_layers}}
+    source = {**source, "params": params, "batch_stats": stats}
   dense = [n for n in ("fc6", "fc7") if n in params and np.ndim(params[n].get("kernel")) == 2
            and np.ndim(target_params.get(n, {}).get("kernel")) == 4]
   if not dense:

@@ -8,7 +8,7 @@
   shape match is copied (or only those under ``config.init_weights_scopes``). The model's
   family may first map the run onto its layout (``seg_jax.models.adapt_transferred``: a VGG
   classifier's dense fc6/fc7 become FCN's convolutions). What was copied, newly initialised
-  and skipped is printed; when nothing matches, or a scoped layer has another shape, a
+  and not used is printed; when nothing matches, or a common layer has another shape, a
   one-line ``ValueError`` names the layer and both shapes.
 
 This is how the FCN chain is staged: classifier -> FCN-32s -> FCN-16s -> FCN-8s, each run
@@ -81,16 +81,17 @@ def transfer(source: Tree, target: Tree, *, scopes: Optional[Sequence[str]] = No
   """Copies leaves of ``source`` into ``target`` where path and shape match.
 
   Both are ``{'params': ..., 'batch_stats': ...}``. With ``scopes`` only paths under those
-  top-level names are considered, each scope must exist on both sides, and a shape mismatch
-  inside a scope is an error. Returns the new variables and a report
-  ``{'copied', 'new', 'skipped', 'unused'}`` (lists of ``collection/path`` strings).
+  top-level names are considered and each scope must exist on both sides. A path present on
+  both sides with different shapes is an error (the run does not fit the model: other
+  width, other classes): restrict the copy with ``scopes`` instead. Returns the new
+  variables and a report ``{'copied', 'new', 'unused'}`` (lists of ``collection/path``).
   """
   scopes = tuple(scopes or ())
   for scope in scopes:
     if scope not in source.get("params", {}) or scope not in target.get("params", {}):
       raise ValueError(f"init_weights {source_name}: no {scope!r} parameters in the "
                        f"checkpoint or the model")
-  report: dict[str, list[str]] = {"copied": [], "new": [], "skipped": [], "unused": []}
+  report: dict[str, list[str]] = {"copied": [], "new": [], "unused": []}
   out: Tree = {}
   for collection in COLLECTIONS:
     have = _flatten(source.get(collection, {}) or {})
@@ -105,21 +106,18 @@ def transfer(source: Tree, target: Tree, *, scopes: Optional[Sequence[str]] = No
         continue
       value = have[path]
       if np.shape(value) != np.shape(current):
-        if scopes:
-          raise ValueError(f"init_weights {source_name}: {path} has shape {np.shape(value)}, "
-                           f"model expects {np.shape(current)}")
-        merged[path] = current
-        report["skipped"].append(f"{name} {np.shape(value)} -> {np.shape(current)}")
-        continue
+        hint = "" if scopes else (" (a run that does not fit; to copy only some layers set "
+                                  "init_weights_scopes)")
+        raise ValueError(f"init_weights {source_name}: {path} has shape {np.shape(value)} in "
+                         f"the run, the model expects {np.shape(current)}{hint}")
       merged[path] = np.asarray(value, np.asarray(current).dtype)
       report["copied"].append(name)
     report["unused"] += [f"{collection}/{p}" for p in have if p not in want and
                          (not scopes or p.split("/")[0] in scopes)]
     out[collection] = _unflatten(merged)
   if not report["copied"]:
-    example = report["skipped"][0] if report["skipped"] else "no common layer names"
     raise ValueError(f"init_weights {source_name}: nothing in the run matches the model "
-                     f"({example})")
+                     f"(no common layer names)")
   return out, report
 
 
@@ -139,9 +137,6 @@ def format_report(report: dict[str, list[str]], source_name: str) -> str:
            f"({_layers(report['copied'])})"]
   if report["new"]:
     lines.append(f"  newly initialised {len(report['new'])}: {_layers(report['new'])}")
-  if report["skipped"]:
-    lines.append(f"  skipped (shape differs) {len(report['skipped'])}: "
-                 + "; ".join(report["skipped"][:6]))
   if report["unused"]:
     lines.append(f"  not used from the run {len(report['unused'])}: {_layers(report['unused'])}")
   return "\n".join(lines)

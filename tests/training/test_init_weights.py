@@ -77,7 +77,8 @@ def _target(kernel_shape=(3, 3, 2, 4)):
 @pytest.mark.parametrize("suffix", ["", "checkpoints", "checkpoints/7"])
 def test_run_directory_copies_only_the_backbone(tmp_path, suffix):
   _save_run(str(tmp_path / "run"))
-  params, stats = init_lib.load_init_weights(_config(tmp_path / "run" / suffix), *_target())
+  params, stats = init_lib.load_init_weights(
+      _config(tmp_path / "run" / suffix, init_weights_scopes=["backbone"]), *_target())
   np.testing.assert_array_equal(params["backbone"]["conv"]["kernel"], 1.0)
   np.testing.assert_array_equal(stats["backbone"]["bn"]["mean"], 2.0)
   np.testing.assert_array_equal(params["head"]["kernel"], 0.0)  # other shape, not copied

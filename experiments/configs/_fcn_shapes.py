@@ -1,0 +1,46 @@
+"""The FCN chain on ``shapes`` (shared by ``fcn32s_shapes``, ``fcn16s_shapes``, ``fcn8s_shapes``).
+
+The lecture's story, offline: a VGG-16 classifier (``vgg16_shapes_cls``) is
+convolutionalised into FCN-32s (its trained fc6/fc7 become convolutions, the new score
+layer starts at zero), FCN-16s starts from the trained FCN-32s and FCN-8s from FCN-16s
+(new skip score layers zero-initialised, upsampling bilinear), as in the paper. Each stage's
+``init_weights`` defaults to the previous stage's default workdir; ``--config.init_weights=''``
+trains from scratch (the ablation). Width 1/8, batch 8, 64 px images, no scale jitter.
+Options (``arg``): ``runlocal``; ``atonce`` (FCN-8s only: all skips trained at once from the
+classifier, with the reference's fixed 0.01 / 0.0001 scaling of pool4 / pool3).
+"""
+
+import os
+
+import ml_collections
+
+from experiments.configs import shapes_base
+
+PREVIOUS = {"32s": "vgg16_shapes_cls", "16s": "fcn32s_shapes", "8s": "fcn16s_shapes"}
+RUN_ROOT = "/tmp/seg_jax"
+
+
+def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
+  options = shapes_base.parse_arg(arg)
+  unknown = options - {"runlocal", "atonce"}
+  if unknown or ("atonce" in options and variant != "8s"):
+    raise ValueError(f"unknown config option(s) {sorted(unknown or {'atonce'})} for "
+                     f"fcn{variant}_shapes; known: runlocal" + (", atonce" if variant == "8s"
+                                                                else ""))
+  config = shapes_base.base_config("shapes")
+  config.model = ml_collections.ConfigDict({
+      "name": f"fcn{variant}", "width": 0.125, "dropout_rate": 0.0, "freeze_upsampling": "all",
+      "at_once": "atonce" in options})
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 3e-4
+  # Every upsampling layer stays the bilinear kernel it starts as (the reference's lr_mult 0).
+  config.optimizer.lr_multipliers = {"^upscore": 0.0}
+  config.data.augmentation.scale_range = (1.0, 1.0)
+  config.batch_size = 8
+  config.num_train_steps = 1000
+  config.eval_every = 500
+  config.checkpoint_every = 500
+  previous = "vgg16_shapes_cls" if "atonce" in options else PREVIOUS[variant]
+  suffix = "_runlocal" if "runlocal" in options else ""
+  config.init_weights = os.path.join(RUN_ROOT, previous + suffix)
+  return shapes_base.finish(config, "runlocal" if "runlocal" in options else None)

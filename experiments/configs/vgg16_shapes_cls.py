@@ -1,0 +1,40 @@
+"""VGG-16 (width 1/8) trained as a classifier on ``shapes``: the offline stand-in for
+ImageNet pretraining, the first link of the chain
+``vgg16_shapes_cls`` -> ``fcn32s_shapes`` -> ``fcn16s_shapes`` -> ``fcn8s_shapes``.
+
+Task: which shape is it (one label per image, 4 classes) on the ``single128`` images (128 px
+canvases with exactly one shape of the same 12-28 px sizes as the segmentation data), with
+the torchvision head (adaptive 7x7 average pool, fc6-fc7-fc8). ``arg``: ``bn`` trains the
+BatchNorm trunk (VGG-16-BN, the trunk of SegNet and DeconvNet); ``presence`` trains the
+multi-label variant (which shapes appear among 1-6, ``cls128`` images), which learned far
+more slowly here (loss at the class-prior level after 900 steps); ``runlocal`` shrinks
+everything.
+"""
+
+import ml_collections
+
+from experiments.configs import shapes_base
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  options = shapes_base.parse_arg(arg)
+  config = shapes_base.base_config("shapes")
+  config.task = "classification"
+  presence = "presence" in options
+  config.classification = ml_collections.ConfigDict(
+      {"target": "presence" if presence else "single"})
+  config.data.builder_config = "cls128" if presence else "single128"
+  config.data.image_size = 128
+  config.data.augmentation.scale_range = (1.0, 1.0)
+  batch_norm = "bn" in options
+  config.model = ml_collections.ConfigDict({
+      "name": "vgg16", "width": 0.125, "num_classes": 4,
+      "dropout_rate": 0.0, "batch_norm": batch_norm})
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-3
+  config.batch_size = 32
+  config.num_train_steps = 1500
+  config.eval_every = 500
+  config.checkpoint_every = 500
+  config.num_overlays = 0
+  return shapes_base.finish(config, ",".join(sorted(options - {"bn", "presence"})))
