@@ -63,7 +63,8 @@ def one_line(error: BaseException) -> str:
   if not lines:
     return type(error).__name__
   text = lines[0]
-  if not isinstance(error, (CliError, ValueError, OSError)):  # e.g. SafetensorError: ...
+  if not isinstance(error, (CliError, ValueError, OSError, MemoryError, FloatingPointError)):
+    # e.g. "SafetensorError: ...": the message alone would not say what failed
     text = f"{type(error).__name__}: {text}"
   return text
 

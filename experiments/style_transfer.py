@@ -11,6 +11,10 @@ Defaults: content = scikit-image's ``astronaut()``; style = a procedural texture
 interfering sine waves plus swirls, see :func:`procedural_texture`). ``--random_weights``
 runs a demo with an untrained VGG anywhere (then ``--size`` and ``--steps`` default to 128
 and 50 to keep it short on a CPU); otherwise ``--weights`` must name an ImageNet VGG file.
+
+Errors (a missing or non-image file, a damaged or refused weights file, a size whose
+estimated memory exceeds what is available) are one line ``error: ...`` with exit code 2;
+``--verbose`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Optional, Sequence
 
 from absl import flags
 import numpy as np
+
+from experiments import cli
 
 # A private FlagValues: no clash with other entry points' flags imported in the same process
 # (tests), and `main(argv)` can be called repeatedly in-process.
@@ -54,11 +60,12 @@ flags.DEFINE_list("style_layers", ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "
                   "Style taps.", **_IN)
 flags.DEFINE_integer("snapshot_every", 0, "Write a snapshot PNG every N steps (0: off).", **_IN)
 flags.DEFINE_integer("seed", 0, "Seed for noise init and random weights.", **_IN)
+flags.DEFINE_bool("verbose", False, "Show the traceback of errors.", **_IN)
 
 
 def missing_weights_message(depth: int, path: Optional[str]) -> str:
   where = f"weights file {path!r} not found" if path else f"no VGG{depth} weights given"
-  return (f"error: {where}; pass --weights=PATH to torchvision's vgg{depth} ImageNet "
+  return (f"{where}; pass --weights=PATH to torchvision's vgg{depth} ImageNet "
           f"checkpoint (.pth, or converted to .safetensors/.npz) or timm's vgg{depth}.tv_in1k "
           f"model.safetensors (huggingface.co/timm/vgg{depth}.tv_in1k), "
           "or use --random_weights for a demo")
@@ -79,17 +86,20 @@ def _skimage_astronaut() -> np.ndarray:
   try:
     from skimage import data  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise SystemExit("error: the default content image needs scikit-image "
-                     "(pip install scikit-image), or pass --content=IMAGE") from None
+    cli.fail("the default content image needs scikit-image (pip install scikit-image), or "
+             "pass --content=IMAGE")
   return data.astronaut()
 
 
 def load_image(path: str) -> np.ndarray:
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(path):
-    raise SystemExit(f"error: image {path!r} not found")
-  with Image.open(path) as image:
-    return np.asarray(image.convert("RGB"))
+  if not os.path.isfile(path):
+    cli.fail(f"image {path!r} not found")
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert("RGB"))
+  except (OSError, ValueError, Image.DecompressionBombError) as error:  # not/bad image
+    cli.fail(f"cannot read image {path!r}: {cli.one_line(error)}")
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -131,14 +141,42 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
   try:
     rest = FLAGS(list(argv))
   except flags.Error as error:
-    raise SystemExit(f"error: {error}") from None
+    cli.fail(str(error))
   if len(rest) > 1:
-    raise SystemExit(f"error: unexpected arguments: {' '.join(rest[1:])}")
+    cli.fail(f"unexpected arguments: {' '.join(rest[1:])}")
   return FLAGS
 
 
+def _check_output(path: str) -> None:
+  """Fails before the run (not after it) when the result cannot be written."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    cli.fail(f"--output {path!r} is a directory")
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as error:
+    cli.fail(f"cannot create the folder of --output {path!r} ({error.strerror})")
+  if not os.access(folder, os.W_OK):
+    cli.fail(f"cannot write --output {path!r}: folder {folder} is not writable")
+
+
+def _load_weights(path: str, depth: int):
+  from seg_jax.models.vgg_weights import load_vgg_params  # pylint: disable=g-import-not-at-top
+  try:
+    return load_vgg_params(path, depth=depth, include_top=False)
+  except Exception as error:  # pylint: disable=broad-except  # bad files -> one line
+    if not cli.is_expected(error):
+      raise
+    cli.fail(f"cannot read weights {path!r}: {cli.one_line(error)}")
+
+
 def main(argv: Sequence[str]) -> None:
-  """Parses ``argv`` and runs the style transfer; errors exit with a one-line message."""
+  """Parses ``argv`` and runs the style transfer; expected failures print one line
+  ``error: ...`` and exit with code 2 (see experiments/cli.py)."""
+  cli.guarded(_main, FLAGS)(argv)
+
+
+def _main(argv: Sequence[str]) -> None:
   if any(arg in ("-h", "--help", "--helpshort", "--helpfull") for arg in argv[1:]):
     print(__doc__ + "\nFlags:\n" + FLAGS.get_help())
     return
@@ -146,8 +184,9 @@ def main(argv: Sequence[str]) -> None:
   # Imported here so `--help` and the weights error are instant.
   from seg_jax import style as style_lib  # pylint: disable=g-import-not-at-top
 
-  if not FLAGS.random_weights and not (FLAGS.weights and os.path.exists(FLAGS.weights)):
-    raise SystemExit(missing_weights_message(FLAGS.depth, FLAGS.weights))
+  if not FLAGS.random_weights and not (FLAGS.weights and os.path.isfile(FLAGS.weights)):
+    cli.fail(missing_weights_message(FLAGS.depth, FLAGS.weights))
+  _check_output(FLAGS.output)
   demo = FLAGS.random_weights
   config = style_lib.StyleConfig(
       depth=FLAGS.depth, width=FLAGS.width if demo else 1.0, pooling=FLAGS.pooling,
@@ -158,23 +197,16 @@ def main(argv: Sequence[str]) -> None:
       parametrization=FLAGS.parametrization, size=FLAGS.size or (128 if demo else 512),
       scales=tuple(int(s) for s in FLAGS.scales), preserve_color=FLAGS.preserve_color,
       seed=FLAGS.seed)
-  try:
-    config.validate()
-  except ValueError as error:
-    raise SystemExit(f"error: {error}") from None
+  config.validate()
+  content = load_image(FLAGS.content) if FLAGS.content else _skimage_astronaut()
+  style = load_image(FLAGS.style) if FLAGS.style else procedural_texture(256)
+  style_lib.check_memory(config, content.shape[:2])  # before loading 500 MB of weights
   if demo:
     print(f"random VGG{config.depth} weights (width {config.width}): a demo, not real style "
           f"transfer; size {config.size}, {config.steps} steps per scale", file=sys.stderr)
     params = style_lib.init_vgg_params(config, seed=FLAGS.seed)
   else:
-    from seg_jax.weights import load_vgg_params  # pylint: disable=g-import-not-at-top
-    try:
-      params = load_vgg_params(FLAGS.weights, depth=config.depth, include_top=False)
-    except (ValueError, FileNotFoundError) as error:
-      raise SystemExit(f"error: {error}") from None
-
-  content = load_image(FLAGS.content) if FLAGS.content else _skimage_astronaut()
-  style = load_image(FLAGS.style) if FLAGS.style else procedural_texture(256)
+    params = _load_weights(FLAGS.weights, config.depth)
   total = len(style_lib.stage_sizes(config, content.shape[:2])) * config.steps
   stem = _stem(FLAGS.output)
 

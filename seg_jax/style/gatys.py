@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from seg_jax.models.vgg import VGG, vgg_tap_names
+from seg_jax.models.vgg import STAGE_CHANNELS, STAGE_LAYERS, VGG, scaled, vgg_tap_names
 from seg_jax.style.losses import (content_loss, gram_matrix, match_luminance, rgb_to_yiq,
                                   style_loss, total_variation_loss, yiq_to_rgb)
 
@@ -304,6 +304,75 @@ def pixel_optimizer(config: StyleConfig) -> PixelOptimizer:
   return _cached_optimizer(key)
 
 
+# Peak memory = _MEMORY_BASE + _MEMORY_FACTOR x the float32 bytes of one VGG pass's
+# conv/ReLU/pool outputs at the final stage (activations kept for the backward pass, their
+# gradients, XLA temporaries, targets). Measured with ru_maxrss on CPU (VGG19 to relu5_1,
+# random weights, 2 steps, sizes 256 and 448): peak = 0.64 GB + 1.6 x activations with Adam,
+# 0.67 GB + 1.9 x with L-BFGS (its line search holds a second pass); 2.0 and 0.75 GB keep a
+# small margin (e.g. size 448 L-BFGS: 1.58 GB measured, 1.75 GB estimated).
+_MEMORY_FACTOR = 2.0
+_MEMORY_BASE = 768 << 20  # JAX runtime and compiled code, VGG19 trunk weights (80 MB)
+
+
+def _activation_floats(config: StyleConfig, height: int, width: int) -> int:
+  """Floats in the conv/ReLU/pool outputs of one VGG pass up to the deepest tap."""
+  taps = vgg_tap_names(config.depth)
+  deepest = max(taps.index(name) for name in config.content_layers + config.style_layers)
+  total, h, w, index = 0, height, width, 0
+  for stage, layers in enumerate(STAGE_LAYERS[config.depth]):
+    channels = scaled(STAGE_CHANNELS[stage], config.width)
+    for _ in range(2 * layers):  # conv, relu
+      if index > deepest:
+        return total
+      total += h * w * channels
+      index += 1
+    if index > deepest:
+      return total
+    h, w = h // 2, w // 2  # 2x2/2 pooling, floor (torchvision)
+    total += h * w * channels
+    index += 1
+  return total
+
+
+def estimate_memory_bytes(config: StyleConfig, content_hw: tuple[int, int]) -> int:
+  """Rough peak host/device memory of :func:`stylize` (its largest, final stage)."""
+  height, width = fit_size(*content_hw, stage_sizes(config, content_hw)[-1])
+  activations = _activation_floats(config, height, width) * 4
+  pixels = height * width * 3 * 4
+  history = 2 * config.lbfgs_memory * pixels if config.optimizer == "lbfgs" else 2 * pixels
+  return int(_MEMORY_FACTOR * activations + history + _MEMORY_BASE)
+
+
+def available_memory_bytes() -> Optional[int]:
+  """Memory available to this process: psutil if installed, else /proc/meminfo (Linux)."""
+  try:
+    import psutil  # pylint: disable=g-import-not-at-top  # optional dependency
+    return int(psutil.virtual_memory().available)
+  except ImportError:
+    pass
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def check_memory(config: StyleConfig, content_hw: tuple[int, int],
+                 limit: Optional[int] = None) -> int:
+  """Raises a one-line MemoryError when the estimate exceeds ``limit`` (default: the
+  available memory); returns the estimate in bytes."""
+  estimate = estimate_memory_bytes(config, content_hw)
+  limit = available_memory_bytes() if limit is None else limit
+  if limit is not None and estimate > limit:
+    size = stage_sizes(config, content_hw)[-1]
+    raise MemoryError(f"size {size} needs about {estimate / 2**30:.1f} GiB (estimate), more than "
+                      f"the {limit / 2**30:.1f} GiB of memory available; use a smaller size")
+  return estimate
+
+
 def _new_history() -> dict:
   keys = ("stage", "size", "step", "total", "content", "style", "tv")
   return {**{k: [] for k in keys}, "loss": [], "evaluations": 0, "num_traces": 0,
@@ -313,6 +382,7 @@ def _new_history() -> dict:
 def stylize(content: Any, style: Any, *, params: Mapping[str, Any],
             config: Optional[StyleConfig] = None,
             callback: Optional[Callable[[StepInfo], None]] = None,
+            memory_limit: Optional[int] = None,
             **overrides) -> tuple[np.ndarray, dict]:
   """Renders ``content`` in the style of ``style``.
 
@@ -322,6 +392,9 @@ def stylize(content: Any, style: Any, *, params: Mapping[str, Any],
       :func:`init_vgg_params`); ``{'params': ...}`` is accepted too.
     config: a :class:`StyleConfig`; ``overrides`` replace its fields.
     callback: called with a :class:`StepInfo` after every step (progress bars, snapshots).
+    memory_limit: bytes; a run whose estimated peak memory (:func:`estimate_memory_bytes`)
+      exceeds it raises MemoryError before allocating anything (default: available memory;
+      0 disables the check).
 
   Returns:
     ``(image, history)``: the (H, W, 3) float32 result in [0, 1] and a dict with, every
@@ -336,6 +409,8 @@ def stylize(content: Any, style: Any, *, params: Mapping[str, Any],
   params = params["params"] if "params" in params else params
   content_full, style_full = as_image(content, "content"), as_image(style, "style")
   content_hw = tuple(content_full.shape[1:3])
+  if memory_limit != 0:
+    check_memory(config, content_hw, memory_limit)
   sizes = stage_sizes(config, content_hw)
   opt = pixel_optimizer(config)
   traces_before = opt.num_traces

@@ -63,3 +63,59 @@ def test_missing_init_weights_names_the_file(tmp_path):
   config.init_weights = str(tmp_path / "missing_vgg16.safetensors")
   with pytest.raises(ValueError, match="init_weights file not found: .*missing_vgg16"):
     init_lib.load_init_weights(config, {})
+
+
+def _one_line_error(result, starts_with):
+  """Exit code 2 and a last stderr line ``error: ...``, without traceback."""
+  assert result.returncode == 2, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(starts_with), last
+  assert "Traceback" not in result.stderr
+  return last
+
+
+def test_train_bad_workdir_and_batch_size(tmp_path):
+  a_file = tmp_path / "file"
+  a_file.write_text("x")
+  result = _run("experiments.train", "--config=unet_shapes:runlocal", f"--workdir={a_file}")
+  _one_line_error(result, f"error: workdir {a_file} is a file, not a directory")
+  # --verbose shows the traceback, the last line stays the one-line error.
+  result = _run("experiments.train", "--config=unet_shapes:runlocal", "--config.batch_size=0",
+                f"--workdir={tmp_path / 'run'}", "--verbose")
+  assert result.returncode == 2 and "Traceback" in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == "error: batch_size must be positive, got 0"
+
+
+def test_evaluate_checks_the_step(tmp_path):
+  os.makedirs(tmp_path / "checkpoints" / "2")
+  result = _run("experiments.evaluate", "--config=unet_shapes:runlocal",
+                f"--workdir={tmp_path}", "--step=999")
+  _one_line_error(result, f"error: step 999 is not a saved checkpoint in "
+                          f"{tmp_path / 'checkpoints'}; saved steps: 2")
+  result = _run("experiments.evaluate", "--config=unet_shapes:runlocal",
+                f"--workdir={tmp_path / 'nothing'}")
+  _one_line_error(result, "error: no checkpoints in ")
+
+
+def test_sweep_and_demo_ops_errors(tmp_path):
+  a_file = tmp_path / "file"
+  a_file.write_text("x")
+  result = _run("experiments.sweep", "--config=unet_shapes:runlocal",
+                "--sweep=model.upsampling=transposed", f"--workdir={a_file}")
+  _one_line_error(result, "error: ")
+  assert str(a_file) in result.stderr.strip().splitlines()[-1]
+  result = _run("experiments.demo_ops", "stray")
+  _one_line_error(result, "error: unexpected arguments: stray")
+
+
+def test_cli_error_classification():
+  from experiments import cli
+  assert cli.is_expected(ValueError("x")) and cli.is_expected(FileNotFoundError("x"))
+  assert not cli.is_expected(KeyError("x")) and not cli.is_expected(TypeError("x"))
+  import pickle
+  assert cli.is_expected(pickle.UnpicklingError("Weights only load failed"))
+  SafetensorError = type("SafetensorError", (Exception,), {})  # matched by name
+  assert cli.is_expected(SafetensorError("x"))
+  assert cli.one_line(SafetensorError("header too large\nmore")) == \
+      "SafetensorError: header too large"
+  assert cli.one_line(ValueError("first\nsecond")) == "first"

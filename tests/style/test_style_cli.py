@@ -45,20 +45,75 @@ def test_cli_reads_content_and_style_files(tmp_path):
   assert _png_size(tmp_path / "o_side_by_side.png")[1] == 32
 
 
-def test_cli_without_weights_names_the_file_to_provide(tmp_path):
-  with pytest.raises(SystemExit) as error:
-    _run(f"--output={tmp_path / 'o.png'}")
-  message = str(error.value)
-  assert "\n" not in message
+def _error(capsys, *args):
+  """Runs the CLI expecting a failure: exit code 2 and exactly one line ``error: ...``."""
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:
+    _run(*args)
+  assert exit_info.value.code == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), lines
+  return lines[0]
+
+
+def test_cli_without_weights_names_the_file_to_provide(tmp_path, capsys):
+  message = _error(capsys, f"--output={tmp_path / 'o.png'}")
   for needle in ("--weights", "vgg19", "vgg19.tv_in1k", "--random_weights"):
     assert needle in message
-  with pytest.raises(SystemExit, match="not found"):
-    _run(f"--weights={tmp_path / 'missing.safetensors'}")
+  assert "not found" in _error(capsys, f"--weights={tmp_path / 'missing.safetensors'}")
   assert not os.path.exists(tmp_path / "o.png")
 
 
-def test_cli_rejects_bad_flags():
-  with pytest.raises(SystemExit, match="bogus"):
-    _run("--random_weights", "--bogus=1")
-  with pytest.raises(SystemExit, match="style_layers"):
-    _run("--random_weights", "--depth=16", "--style_layers=relu5_4")
+def test_cli_rejects_bad_flags(capsys):
+  assert "bogus" in _error(capsys, "--random_weights", "--bogus=1")
+  assert "style_layers" in _error(capsys, "--random_weights", "--depth=16",
+                                  "--style_layers=relu5_4")
+  assert "size and scales must be >= 16" in _error(capsys, "--random_weights", "--size=8")
+
+
+def test_cli_bad_files_are_one_line(tmp_path, capsys):
+  not_an_image = tmp_path / "notes.png"
+  not_an_image.write_text("not an image")
+  message = _error(capsys, *TINY_FLAGS, f"--content={not_an_image}")
+  assert message.startswith(f"error: cannot read image '{not_an_image}': ")
+
+  # A .safetensors file cut short: the header promises more bytes than there are.
+  from safetensors.numpy import save_file
+  weights = tmp_path / "vgg19.safetensors"
+  save_file({"features.0.weight": np.zeros((64, 3, 3, 3), np.float32)}, str(weights))
+  data = weights.read_bytes()
+  weights.write_bytes(data[:len(data) // 2])
+  message = _error(capsys, f"--weights={weights}", "--size=32", "--steps=1")
+  assert message.startswith(f"error: cannot read weights '{weights}': ")
+
+  # A pickle that would run code: refused (torch weights_only=True), or torch is missing.
+  class Exploit:
+    def __reduce__(self):
+      return (os.system, (f"touch {tmp_path / 'pwned'}",))
+  import pickle
+  evil = tmp_path / "vgg19.pth"
+  evil.write_bytes(pickle.dumps({"features.0.weight": Exploit()}))
+  message = _error(capsys, f"--weights={evil}", "--size=32", "--steps=1")
+  assert message.startswith(f"error: cannot read weights '{evil}': ")
+  assert not os.path.exists(tmp_path / "pwned")
+
+
+def test_cli_refuses_a_size_that_cannot_fit(tmp_path, capsys):
+  message = _error(capsys, "--random_weights", "--size=30000", f"--output={tmp_path / 'o.png'}")
+  assert message.startswith("error: size 30000 needs about ")
+  assert "GiB (estimate), more than the " in message and "GiB of memory available" in message
+
+
+def test_cli_bad_output_and_verbose_traceback(tmp_path, capsys):
+  folder = tmp_path / "taken"
+  folder.mkdir()
+  assert "is a directory" in _error(capsys, *TINY_FLAGS, f"--output={folder}")
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  assert "cannot create the folder" in _error(capsys, *TINY_FLAGS,
+                                              f"--output={blocker / 'o.png'}")
+  capsys.readouterr()
+  with pytest.raises(SystemExit):
+    _run(*TINY_FLAGS, "--verbose", f"--output={folder}")
+  err = capsys.readouterr().err
+  assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")

@@ -69,7 +69,10 @@ def test_outputs(full_run):
   assert overlays == ["eval_0000002_0.png", "eval_0000002_1.png", "eval_0000004_0.png",
                       "eval_0000004_1.png"]
   from PIL import Image
-  assert Image.open(os.path.join(workdir, "overlays", overlays[0])).size == (3 * 32 + 4, 32)
+  # input | ground truth | prediction, each 32 px enlarged 8x to 256 px, 4 px gaps, plus
+  # titles above and a legend below (seg_jax.visualize).
+  width, height = Image.open(os.path.join(workdir, "overlays", overlays[0])).size
+  assert width == 3 * 256 + 2 * 4 and height > 256
   # Only complete checkpoints (orbax writes to a temporary name and renames on commit).
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   for step in ("2", "4"):
