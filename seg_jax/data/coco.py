@@ -10,6 +10,8 @@ TFDS' own ``coco/2017`` keeps boxes only, so this builder reads the official
   ``is_crowd`` and ``mask`` (pycocotools ``annToMask``: polygons, RLE and crowd RLE).
   Crowd objects are *kept* with ``is_crowd=True`` (evaluation and the semantic map need
   them); the input pipeline drops them from the ``instances`` targets (:func:`to_common`).
+* Annotations without ``bbox``/``segmentation``/``category_id``, with a category id that is
+  not COCO's or with a box of zero width or height are skipped and counted in one warning.
 * Images without annotations are kept (an empty ``objects`` sequence): they are negatives
   for detectors, and the val split must keep all 5,000 images for COCO evaluation.
 
@@ -24,9 +26,13 @@ Preparing train2017 reads the 450 MB JSON into memory (several GB of RAM).
 
 from __future__ import annotations
 
+import collections
+import json
 import os
+from typing import Optional
 
 import numpy as np
+from absl import logging
 import tensorflow_datasets as tfds
 from etils import epath
 
@@ -69,6 +75,20 @@ def check_categories(categories: list[dict]) -> None:
     if known.get(cat["id"]) != cat["name"]:
       raise ValueError(f"COCO category id {cat['id']} ({cat['name']!r}) is not the official "
                        f"2017 category with that id ({known.get(cat['id'])!r})")
+
+
+def skip_reason(ann: dict) -> Optional[str]:
+  """Why an annotation cannot be used (missing field, unknown category, degenerate box)."""
+  missing = [k for k in ("id", "image_id", "category_id", "bbox", "segmentation")
+             if k not in ann]
+  if missing:
+    return f"missing {'/'.join(missing)}"
+  if ann["category_id"] not in COCO_ID_TO_LABEL:
+    return "unknown category id"
+  box = ann["bbox"]
+  if len(box) != 4 or not (float(box[2]) > 0 and float(box[3]) > 0):
+    return "degenerate box"
+  return None
 
 
 def coco_bbox(xywh, height: int, width: int) -> np.ndarray:
@@ -132,7 +152,16 @@ class CocoInstances(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, annotations: epath.Path, images: epath.Path):
     from pycocotools import coco as coco_api  # local: only needed while preparing
-    coco = coco_api.COCO(os.fspath(annotations))
+    data = json.loads(annotations.read_text())
+    missing = [k for k in ("images", "annotations", "categories") if k not in data]
+    if missing:
+      raise ValueError(f"{annotations}: not a COCO annotation file (no {', '.join(missing)})")
+    # Unusable annotations are dropped before pycocotools indexes them (it would KeyError).
+    skipped = collections.Counter(filter(None, map(skip_reason, data["annotations"])))
+    data["annotations"] = [a for a in data["annotations"] if skip_reason(a) is None]
+    coco = coco_api.COCO()
+    coco.dataset = data
+    coco.createIndex()
     check_categories(coco.loadCats(coco.getCatIds()))
     for image_id in sorted(coco.getImgIds()):
       info = coco.loadImgs(image_id)[0]
@@ -155,6 +184,10 @@ class CocoInstances(tfds.core.GeneratorBasedBuilder):
           "image/id": image_id,
           "objects": objects,
       }
+    if skipped:
+      logging.warning("%s: skipped %d annotations (%s)", os.fspath(annotations),
+                      sum(skipped.values()),
+                      ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
 
 
 def to_common(example: dict, ignore_label: int = 255) -> dict:

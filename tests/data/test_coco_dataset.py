@@ -210,3 +210,11 @@ def test_mask_rcnn_coco_runlocal_train_step(data_config):
     assert np.isfinite(float(setup.runner.host(metrics)["loss"]))
   finally:
     jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def test_unusable_annotations_are_named():
+  good = {"id": 1, "image_id": 3, "category_id": 3, "bbox": [1, 2, 3, 4], "segmentation": []}
+  assert coco.skip_reason(good) is None
+  assert coco.skip_reason({k: v for k, v in good.items() if k != "bbox"}) == "missing bbox"
+  assert coco.skip_reason(dict(good, category_id=12)) == "unknown category id"  # a COCO gap
+  assert coco.skip_reason(dict(good, bbox=[1, 2, 0, 4])) == "degenerate box"
