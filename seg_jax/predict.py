@@ -368,6 +368,9 @@ def predict_files(predictor: Predictor, files, output_dir: str, *, tile: Optiona
         on_error(message)
   if not semantic:
     path = os.path.join(output_dir, "detections.json")
-    coco_eval.write_json(path, records)
+    temporary = f"{path}.{os.getpid()}.tmp"  # same folder: the rename is atomic
+    with open(temporary, "w") as f:
+      json.dump(records, f)
+    os.replace(temporary, path)
     summary.written.append(path)
   return summary
