@@ -66,7 +66,7 @@ def base_scale(height, width, image_size: int, resize: str, min_size=None,
     return tf.minimum(tf.cast(min_size, tf.float32) / shorter, float(max_size) / longer)
   if resize == "none":
     return tf.constant(1.0)
-  raise ValueError(f"data.resize must be 'none', 'longer_side' or 'shorter_side', "
+  raise ValueError(f"data.resize must be 'none', 'longer_side', 'shorter_side' or 'original', "
                    f"got {resize!r}")
 
 
