@@ -197,8 +197,10 @@ class SemanticSegmenter:
                        f"margin={self.margin}")
     window = self.tile + 2 * self.margin
     if self._output_size(window) not in (window, self.tile):
+      hint = (f"e.g. --tile={size - 2 * self.margin} --margin={self.margin}"
+              if size > 2 * self.margin else f"e.g. --tile={size} --margin=0")
       raise ValueError(f"tile {self.tile} + 2 * margin {self.margin} = {window} px windows do "
-                       f"not fit the model (training size {size}); pick sizes like it")
+                       f"not fit the model; windows of the training size {size} do ({hint})")
     self.valid_net = out != size
     self._predict = inference.make_predict_fn(predictor.model, predictor.variables,
                                               argmax=True)
