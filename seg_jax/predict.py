@@ -359,9 +359,10 @@ def predict_files(predictor: Predictor, files, output_dir: str, *, tile: Optiona
         found = run(image, int(stem) if stem.isdigit() else index)
         picture = detection_picture(image, found, predictor.class_names,
                                     predictor.category_ids, score_threshold)
-        records += [dict(r, file_name=os.path.basename(path)) for r in found]
         name = f"{stem}_detections.png"
       summary.written.append(visualize.save_png(os.path.join(output_dir, name), picture))
+      if not semantic:  # only once its picture exists: a skipped file leaves no records
+        records += [dict(r, file_name=os.path.basename(path)) for r in found]
       stems[stem] = path
     except Exception as error:  # pylint: disable=broad-except  # skip the file, keep going
       message = f"{path}: {type(error).__name__}: {error}".splitlines()[0]
