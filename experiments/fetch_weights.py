@@ -8,11 +8,9 @@ the Caffe VGG-16 needs torch once to convert its .pth. Without network, one ``er
 says which file to download from where and where to save it (exit code 2).
 """
 
-import sys
-
 from absl import app, flags
 
-from experiments import configs
+from experiments import cli, configs
 from seg_jax import pretrained
 
 _MODEL = flags.DEFINE_enum("model", None, sorted(pretrained.WEIGHTS), "Weights to fetch.")
@@ -24,11 +22,10 @@ def main(argv):
   configs.start_cli(argv)
   try:
     path = pretrained.fetch(_MODEL.value, _DEST.value)
-  except (pretrained.WeightsUnavailable, OSError) as error:
-    sys.stderr.write(f"error: {error}\n")
-    sys.exit(2)
+  except pretrained.WeightsUnavailable as error:
+    cli.fail(str(error))
   print(f"{_MODEL.value}: {path} ({pretrained.WEIGHTS[_MODEL.value].description})")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=configs.parse_flags_or_exit)
+  app.run(cli.guarded(main), flags_parser=configs.parse_flags_or_exit)

@@ -1,16 +1,15 @@
 """Training curves of a run: ``python -m experiments.plot --workdir=DIR [--output=FILE]``.
 
 Reads ``DIR/metrics.jsonl`` and draws training loss and the evaluation scores it contains
-(mean IU, pixel accuracy, box/mask AP) against the step into ``DIR/curves.png``.
+(mean IU, pixel accuracy, box/mask AP) against the step into ``DIR/curves.png``. Errors: one line, exit code 2 (experiments/cli.py).
 """
 
 import json
 import os
-import sys
 
 from absl import app, flags
 
-from experiments import configs
+from experiments import cli, configs
 from seg_jax import charts
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with metrics.jsonl.")
@@ -35,16 +34,12 @@ def main(argv):
   configs.start_cli(argv)
   path = os.path.join(_WORKDIR.value, "metrics.jsonl")
   output = _OUTPUT.value or os.path.join(_WORKDIR.value, "curves.png")
-  try:
-    if not os.path.exists(path):
-      raise ValueError(f"no metrics.jsonl in {_WORKDIR.value} (train a run there first)")
-    panels = charts.plot_metrics(read_records(path), output,
-                                 title=os.path.basename(os.path.abspath(_WORKDIR.value)))
-  except (ValueError, OSError) as error:
-    sys.stderr.write(f"error: {error}\n")
-    sys.exit(2)
+  if not os.path.exists(path):
+    cli.fail(f"no metrics.jsonl in {_WORKDIR.value} (train a run there first)")
+  panels = charts.plot_metrics(read_records(path), output,
+                               title=os.path.basename(os.path.abspath(_WORKDIR.value)))
   print(f"wrote {output} ({', '.join(panels)})")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=configs.parse_flags_or_exit)
+  app.run(cli.guarded(main), flags_parser=configs.parse_flags_or_exit)

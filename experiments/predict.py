@@ -9,8 +9,9 @@ after each input's stem: semantic runs write ``<stem>.png`` (class indices, pale
 ``<stem>_overlay.png``; detection/instance runs write ``<stem>_detections.png`` and one
 ``detections.json`` (COCO results). Images larger than the training size are predicted in
 overlapping tiles (``--tile``, ``--margin``). An unreadable file prints one ``error:`` line
-and is skipped. Exit code 0: all predicted; 1: some files skipped; 2: nothing to do or the
-run cannot be loaded.
+and is skipped; the others are still predicted. Exit codes (experiments/cli.py): 0 every input
+predicted, 2 some input skipped, the run cannot be loaded or there is nothing to predict
+(``--verbose`` for tracebacks).
 """
 
 import os
@@ -20,7 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from experiments import configs
+from experiments import cli, configs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config NAME[:ARG] or file path "
                                           "(default: the run's config.json).", lock_config=True)
@@ -37,45 +38,37 @@ _SCORE = flags.DEFINE_float("score_threshold", 0.5, "Detections drawn at or abov
 flags.mark_flag_as_required("workdir")
 
 
-def _fail(message: str) -> None:
-  sys.stderr.write(f"error: {message}\n")
-  sys.exit(2)
-
-
 def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   if not os.path.isdir(_WORKDIR.value):  # before the slow imports below
-    _fail(f"cannot load run {_WORKDIR.value}: no such directory")
+    cli.fail(f"cannot load run {_WORKDIR.value}: no such directory")
   from seg_jax import predict  # pylint: disable=g-import-not-at-top  # after flag parsing: jax
   inputs = argv[1:]
   if not inputs:
-    _fail("no input images: give image files or folders after the flags")
+    cli.fail("no input images: give image files or folders after the flags")
   if _BATCH.value < 1:
-    _fail(f"--batch_size must be >= 1, got {_BATCH.value}")
+    cli.fail(f"--batch_size must be >= 1, got {_BATCH.value}")
   files, missing = predict.list_images(inputs)
   for message in missing:
     sys.stderr.write(f"error: {message}\n")
   if not files:
-    _fail(f"no image files in {' '.join(inputs)}")
+    cli.fail(f"no image files in {' '.join(inputs)}")
   try:
     predictor = predict.load_predictor(_WORKDIR.value, _CONFIG.value, _STEP.value)
-  except Exception as error:  # pylint: disable=broad-except  # any load failure: one line
-    _fail(f"cannot load run {_WORKDIR.value}: {error}".splitlines()[0])
-  output = _OUTPUT.value or os.path.join(_WORKDIR.value, "predictions")
-  try:
-    summary = predict.predict_files(
-        predictor, files, output, tile=_TILE.value, margin=_MARGIN.value,
-        batch_size=_BATCH.value, score_threshold=_SCORE.value, progress=len(files) > 1,
-        on_error=lambda message: tqdm.write(f"error: {message}", file=sys.stderr))
   except (ValueError, OSError) as error:
-    _fail(str(error).splitlines()[0])
+    cli.fail(f"cannot load run {_WORKDIR.value}: {cli.one_line(error)}")
+  output = _OUTPUT.value or os.path.join(_WORKDIR.value, "predictions")
+  summary = predict.predict_files(
+      predictor, files, output, tile=_TILE.value, margin=_MARGIN.value,
+      batch_size=_BATCH.value, score_threshold=_SCORE.value, progress=len(files) > 1,
+      on_error=lambda message: tqdm.write(f"error: {message}", file=sys.stderr))
   skipped = len(summary.failed) + len(missing)
   print(f"{len(files) - len(summary.failed)} of {len(files) + len(missing)} images predicted "
         f"into {output}" + (f"; {skipped} skipped" if skipped else ""))
   if skipped:
-    sys.exit(1)
+    cli.fail(f"{skipped} of {len(files) + len(missing)} inputs skipped (see above)")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=configs.parse_flags_or_exit)
+  app.run(cli.guarded(main), flags_parser=configs.parse_flags_or_exit)

@@ -206,9 +206,10 @@ def test_cli_semantic_folder(run, tmp_path):
   output = tmp_path / "out"
   result = _cli(f"--workdir={workdir}", str(inputs), str(tmp_path / "missing.png"),
                 f"--output={output}")
-  assert result.returncode == 1, result.stderr
+  assert result.returncode == 2, result.stderr
   errors = [line for line in result.stderr.splitlines() if "error:" in line]
-  assert len(errors) == 2 and "Traceback" not in result.stderr
+  assert len(errors) == 3 and "Traceback" not in result.stderr
+  assert errors[2] == "error: 2 of 4 inputs skipped (see above)"
   assert errors[0] == f"error: {tmp_path / 'missing.png'}: no such file or folder"
   assert errors[1].endswith(f"error: {inputs / 'broken.png'}: UnidentifiedImageError: cannot "
                             f"identify image file '{inputs / 'broken.png'}'")
