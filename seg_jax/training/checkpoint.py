@@ -69,7 +69,7 @@ if not getattr(sys.unraisablehook, "seg_jax_quiet", False):
   sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
 
 
-def describe_error(error: BaseException, limit: int = 200) -> str:
+def describe_error(error: BaseException, limit: int = 320) -> str:
   """The root cause of an orbax/tensorstore error as one short line.
 
   Orbax wraps tensorstore's message (which names the file and byte range) in an exception

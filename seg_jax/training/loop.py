@@ -234,6 +234,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   run (``workdir.WorkdirLock``). On SIGTERM it checkpoints and returns
   ``{'preempted_at_step': step}`` (the train CLI then exits with ``PREEMPTED_EXIT_CODE``).
   """
+  sharding.maybe_initialize_distributed(config)  # before jax.process_index() is read
   is_main = jax.process_index() == 0
   workdir = workdir_lib.prepare(workdir) if is_main else os.path.abspath(workdir)
   # Process 0 locks; the other processes of a multi-process run share the directory.
