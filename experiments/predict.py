@@ -41,14 +41,14 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  if not os.path.isdir(_WORKDIR.value):  # before the slow imports below
-    cli.fail(f"cannot load run {_WORKDIR.value}: no such directory")
-  from seg_jax import predict  # pylint: disable=g-import-not-at-top  # after flag parsing: jax
-  inputs = argv[1:]
+  inputs = argv[1:]  # checks that need no model first: the import below takes seconds
   if not inputs:
     cli.fail("no input images: give image files or folders after the flags")
   if _BATCH.value < 1:
     cli.fail(f"--batch_size must be >= 1, got {_BATCH.value}")
+  if not os.path.isdir(_WORKDIR.value):
+    cli.fail(f"cannot load run {_WORKDIR.value}: no such directory")
+  from seg_jax import predict  # pylint: disable=g-import-not-at-top  # jax, TFDS: slow
   files, missing = predict.list_images(inputs)
   for message in missing:
     sys.stderr.write(f"error: {message}\n")
