@@ -119,3 +119,13 @@ def test_cli_error_classification():
   assert cli.one_line(SafetensorError("header too large\nmore")) == \
       "SafetensorError: header too large"
   assert cli.one_line(ValueError("first\nsecond")) == "first"
+
+
+def test_traceback_switches(monkeypatch):
+  from experiments import cli
+  monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+  assert not cli.traceback_wanted()
+  monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
+  assert cli.traceback_wanted()
+  monkeypatch.setenv(cli.TRACEBACK_ENV, "0")
+  assert not cli.traceback_wanted()

@@ -300,3 +300,15 @@ def test_sigterm_exits_75_and_sigkill_resumes_bitwise(tmp_path):
     records = [json.loads(line) for line in open(os.path.join(name, "metrics.jsonl"))]
     losses[name] = [r["loss"] for r in records if r["kind"] == "train"]
   assert losses[reference] == losses[workdir]
+
+
+@pytest.mark.parametrize("batch_size,message", [(0, "batch_size must be positive, got 0"),
+                                                (-4, "batch_size must be positive, got -4"),
+                                                (2.5, "batch_size must be an integer, got 2.5")])
+def test_bad_batch_size_names_the_value(tmp_path, batch_size, message):
+  from seg_jax.training import sharding
+  with pytest.raises(ValueError, match=f"^{message}$"):
+    sharding.check_batch_size(batch_size, "jit")
+  if isinstance(batch_size, int):  # the config's int field refuses a float itself
+    with pytest.raises(ValueError, match=f"^{message}$"):
+      loop.train_and_evaluate(tiny_config(batch_size=batch_size), str(tmp_path))
