@@ -21,6 +21,8 @@ import time
 import tracemalloc
 from typing import Optional, Sequence
 
+from seg_jax.weights import IMAGENET_MEAN, IMAGENET_STD
+
 MB = 2**20
 
 
@@ -73,7 +75,8 @@ def _child(size: int, tile: int, margin: int, batch_size: int, width: float, dep
   tracemalloc.start()
   start = time.perf_counter()
   output = predict_tiled(predict_and_watch, image, tile=tile, margin=margin,
-                         batch_size=batch_size, argmax=argmax)
+                         batch_size=batch_size, argmax=argmax, mean=IMAGENET_MEAN,
+                         std=IMAGENET_STD)
   seconds = time.perf_counter() - start
   _, numpy_peak = tracemalloc.get_traced_memory()
   tracemalloc.stop()

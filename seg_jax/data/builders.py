@@ -94,7 +94,12 @@ def _file_lock(path: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _missing_message(name: str, data_dir: str) -> str:
+def _missing_message(name: str, data_dir: str, builder_config=None) -> str:
+  if name == "voc_segmentation" and builder_config == "fcn":
+    return (f"FCN's VOC splits not found in {data_dir}: download {voc.VOC2011_ARCHIVE} from "
+            f"{voc.VOC2011_URL} and {voc.SBD_ARCHIVE} from {voc.SBD_URL} (or {voc.VOC_ARCHIVE} "
+            f"plus the reference {voc.SEG11VALID_LIST}) into a folder and pass "
+            "--config.data.manual_dir=<folder>")
   if name == "voc_segmentation":
     return (f"VOC 2012 not found in {data_dir}: download {voc.VOC_ARCHIVE} from {voc.VOC_URL}"
             f" (train_aug also {voc.SBD_ARCHIVE} from {voc.SBD_URL}) into a folder and pass "
@@ -139,7 +144,7 @@ def get_builder(data_config: Any) -> tfds.core.DatasetBuilder:
       manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
   if name != "shapes" and not manual_dir and (
       not data_config.get("download", True) or not _reachable(_DOWNLOAD_URLS[name])):
-    raise FileNotFoundError(_missing_message(name, data_dir))
+    raise FileNotFoundError(_missing_message(name, data_dir, data_config.get("builder_config")))
   with _file_lock(os.path.join(data_dir, f".{name}.prepare.lock")):
     builder = make_builder(data_config)  # another process may have prepared it meanwhile
     if builder.is_prepared():
@@ -150,7 +155,9 @@ def get_builder(data_config: Any) -> tfds.core.DatasetBuilder:
     except Exception as e:  # pylint: disable=broad-except
       if name == "shapes":
         raise
-      cause = str(e).splitlines()[0][:120] if str(e) else ""
-      raise FileNotFoundError(
-          f"{_missing_message(name, data_dir)} ({type(e).__name__}: {cause})") from e
+      cause = str(e).splitlines()[0] if str(e) else ""
+      if isinstance(e, ValueError):  # files are there but their contents are wrong
+        raise ValueError(f"preparing {name} in {data_dir}: {cause}") from e
+      missing = _missing_message(name, data_dir, data_config.get("builder_config"))
+      raise FileNotFoundError(f"{missing} ({type(e).__name__}: {cause[:200]})") from e
   return builder

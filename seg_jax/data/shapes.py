@@ -212,10 +212,11 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
       ShapesConfig(name="cls128", description="128x128, 1-6 shapes of 12-28 px (the objects "
                    "of the 64 px default on a larger canvas): classifier pretraining.",
                    image_size=128, max_shapes=6, num_validation=512),
-      ShapesConfig(name="single128", description="128x128, exactly one shape of 12-28 px "
-                   "within 24 px of the centre (one label per image, a central object as "
-                   "in ImageNet photos): classifier pretraining.", image_size=128,
-                   min_shapes=1, max_shapes=1, num_validation=512, centre_jitter=24.0),
+      ShapesConfig(name="single128", description="128x128, exactly one shape of 20-48 px "
+                   "within 24 px of the centre (one label per image, a large central object "
+                   "as in ImageNet photos): classifier pretraining.", image_size=128,
+                   min_size=20, max_size=48, min_shapes=1, max_shapes=1, num_validation=512,
+                   centre_jitter=24.0),
       ShapesConfig(name="tiny", description="32x32, 8 train / 4 validation (tests).",
                    image_size=32, num_train=8, num_validation=4, min_size=8, max_size=16),
   ]

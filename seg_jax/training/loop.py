@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from seg_jax import charts
 from seg_jax import data as data_lib
 from seg_jax import tasks
 from seg_jax.training import checkpoint as checkpoint_lib
@@ -250,13 +251,25 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         directory, save_every=config.checkpoint_every, keep=config.get("keep_checkpoints", 3))
     stop = checkpoint_lib.StopSignal()
     try:
-      return _train(setup, config, workdir, checkpointer, stop)
+      scores = _train(setup, config, workdir, checkpointer, stop)
     finally:
       stop.restore_handlers()
       checkpointer.close()
+    if is_main:
+      _plot_curves(workdir)
+    return scores
   finally:
     if lock is not None:
       lock.release()
+
+
+def _plot_curves(workdir: str) -> None:
+  """``curves.png``: loss and eval curves of ``metrics.jsonl`` (as ``experiments.plot``)."""
+  try:
+    charts.plot_metrics(log_lib.read_metrics(workdir), os.path.join(workdir, "curves.png"),
+                        title=os.path.basename(workdir))
+  except ValueError as error:  # no metric worth a panel yet (e.g. a zero-step run)
+    logging.warning("no curves.png: %s", error)
 
 
 def _train(setup: _Setup, config, workdir: str, checkpointer, stop) -> dict[str, Any]:

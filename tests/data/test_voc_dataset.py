@@ -216,7 +216,7 @@ def test_fcn_with_voc2012_and_a_seg11valid_list(tmp_path):
   assert sorted(_read_split(builder, "validation")) == sorted(SEG11VALID)
   assert sorted(_read_split(builder, "train")) == sorted(FCN_SBD_TRAIN)
   (manual / voc.SEG11VALID_LIST).write_text("2008_000010\n")  # an SBD train image
-  with pytest.raises(FileNotFoundError, match="seg11valid.txt lists SBD train image 2008_000010"):
+  with pytest.raises(ValueError, match="seg11valid.txt lists SBD train image 2008_000010"):
     builders.get_builder(_fcn_data_config(str(manual), tmp_path / "data2"))
 
 

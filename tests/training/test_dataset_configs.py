@@ -23,6 +23,10 @@ def test_config_trains_on_mock_data(config_module, tmp_path, monkeypatch):
   assert config.data.name in ("voc_segmentation", "oxford_iiit_pet")
   config.model = {"name": "full_res_fcn", "features": 4, "num_layers": 1}
   config.data.image_size = 32
+  # mock_data draws image and label sizes independently: resize both to one size (the VOC
+  # reference recipe keeps original sizes, which needs matching image/label files).
+  config.data.resize = "none"
+  config.data.augmentation = {"scale_range": (1.0, 1.0), "flip": True, "crop": True}
   config.data.data_dir = str(tmp_path / "no_data")
   config.num_train_steps = 2
   monkeypatch.setattr(builders, "_reachable", lambda url: True)  # mock_data stands in
