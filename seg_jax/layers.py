@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from seg_jax.ops.conv import Padding, conv2d
-from seg_jax.ops.conv_matrix import conv_transpose
+from seg_jax.ops.conv_transpose import conv_transpose
 from seg_jax.ops.upsample import bilinear_kernel
 
 Dtype = Any

@@ -1,14 +1,15 @@
 """Primitive operations: pure ``jnp`` functions, jittable, no Flax state.
 
-One concept per file: ``conv`` (the convolution all layers use), ``conv_matrix`` (convolution
-as a matrix, transposed convolution as its transpose), ``upsample``, ``unpool``, ``boxes``,
+One concept per file: ``conv`` (the convolution all layers use), ``conv_transpose`` (the
+transposed convolution, PyTorch semantics), ``conv_matrix`` (convolution as a matrix,
+transposed convolution as its transpose), ``upsample``, ``unpool``, ``boxes``,
 ``nms``, ``roi_align`` (+ ``roi_pool``), ``anchors``, ``matching`` (Hungarian matching).
 """
 
 from seg_jax.ops.conv import (
-    conv2d, conv_implementation, conv_transpose_subpixel, input_gradient_gemm,
-    kernel_gradient_gemm, normalize_padding)
-from seg_jax.ops.conv_matrix import conv_matrix, conv_transpose, conv_transpose_output_size
+    conv2d, conv_implementation, input_gradient_gemm, kernel_gradient_gemm, normalize_padding)
+from seg_jax.ops.conv_transpose import conv_transpose, conv_transpose_output_size
+from seg_jax.ops.conv_matrix import conv_matrix
 from seg_jax.ops.upsample import bilinear_kernel, resize_bilinear
 from seg_jax.ops.unpool import (
     max_pool_with_argmax, max_unpool, unpool_bed_of_nails, unpool_nearest)
@@ -23,7 +24,7 @@ from seg_jax.ops.matching import hungarian_matching, hungarian_matching_scipy
 __all__ = [
     'assign_fpn_levels', 'batched_nms', 'bilinear_kernel', 'box_area', 'box_cxcywh_to_xyxy',
     'box_iou', 'box_xyxy_to_cxcywh', 'clip_boxes', 'conv2d', 'conv_implementation', 'conv_matrix',
-    'conv_transpose', 'conv_transpose_output_size', 'conv_transpose_subpixel', 'decode_boxes', 'encode_boxes',
+    'conv_transpose', 'conv_transpose_output_size', 'decode_boxes', 'encode_boxes',
     'generalized_box_iou', 'generate_anchors', 'hungarian_matching', 'hungarian_matching_scipy',
     'input_gradient_gemm', 'kernel_gradient_gemm', 'max_pool_with_argmax', 'max_unpool', 'nms', 'normalize_padding',
     'resize_bilinear', 'roi_align', 'roi_align_batched', 'roi_pool', 'unpool_bed_of_nails', 'unpool_nearest'

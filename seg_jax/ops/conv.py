@@ -12,8 +12,7 @@ convolutions on large maps stay native, where the 9x im2col copy costs more than
 ``SEG_JAX_CONV_IMPL=native|gemm|auto`` overrides the choice; all give the same numbers
 (tests/ops/test_conv_gradient.py). On GPU/TPU ``auto`` is ``native``.
 
-:func:`conv_transpose_subpixel` computes a transposed convolution as an ordinary
-convolution plus a depth-to-space shuffle (no zero-inserted input).
+The transposed convolution is in :mod:`seg_jax.ops.conv_transpose`.
 """
 
 from __future__ import annotations
@@ -241,54 +240,3 @@ def _conv_gemm_backward_pass(strides, pads, dilation, gemm_fwd, gemm_dk, gemm_dx
 
 _conv_gemm.defvjp(_conv_gemm_forward, _conv_gemm_backward_pass)
 
-
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: tuple[int, int],
-                            padding: tuple[int, int],
-                            output_padding: tuple[int, int] = (0, 0)) -> jax.Array:
-  """PyTorch's ``conv_transpose2d`` (dilation 1, NHWC, kernel ``(kh, kw, Cin, Cout)``) as a
-  *sub-pixel* convolution: one ordinary :func:`conv2d` with ``s_h*s_w*Cout`` outputs, then a
-  depth-to-space shuffle and a crop.
-
-  Why: output phase ``r`` of ``y[s*q + r]`` only sees the kernel taps ``s*t + r``, so
-  ``y[s*q + r] = sum_t x[q - t] kernel[s*t + r]``, a small dense convolution per phase. The
-  lhs-dilated convolution computes the same thing on an input that is mostly inserted
-  zeros (``s_h*s_w`` times the work), and XLA's CPU gradients of it are slow. For
-  ``kernel == stride`` (U-Net's 2x2/2) it is a single GEMM. Arguments are validated by
-  :func:`seg_jax.ops.conv_transpose`, which calls this.
-  """
-  (sh, sw), (ph, pw), (oph, opw) = stride, padding, output_padding
-  kh, kw, cin, cout = kernel.shape
-  n, h, w, _ = x.shape
-  th, tw = -(-kh // sh), -(-kw // sw)  # taps per phase, ceil(k / s)
-  padded = jnp.pad(kernel, ((0, sh * th - kh), (0, sw * tw - kw), (0, 0), (0, 0)))
-  # kernel[s*t + r] -> (t, r); correlation needs the taps in reverse order of t.
-  phases = padded.reshape(th, sh, tw, sw, cin, cout)[::-1, :, ::-1]
-  phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(th, tw, cin, sh * sw * cout)
-  out_h = (h - 1) * sh - 2 * ph + kh + oph
-  out_w = (w - 1) * sw - 2 * pw + kw + opw
-  # Only the phase rows q0..q1 that the cropped output needs are computed (the "full"
-  # transposed convolution has h + th - 1 of them): for a stride-1 7x7 transposed conv
-  # with padding 3 on a 4x4 map (DeconvNet's deconv_fc6) computing all of them is 6x the
-  # work. Rows past the full extent come out as zeros from the convolution's padding.
-  (lo_h, hi_h, start_h), (lo_w, hi_w, start_w) = (
-      _needed_phase_rows(size, taps, s, p, out)
-      for size, taps, s, p, out in ((h, th, sh, ph, out_h), (w, tw, sw, pw, out_w)))
-  z = conv2d(x, phases.astype(x.dtype), padding=((lo_h, hi_h), (lo_w, hi_w)))
-  qh, qw = z.shape[1:3]
-  full = z.reshape(n, qh, qw, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
-  full = full.reshape(n, qh * sh, qw * sw, cout)
-  return full[:, start_h:start_h + out_h, start_w:start_w + out_w, :]
-
-
-def _needed_phase_rows(size: int, taps: int, stride: int, pad: int,
-                       out: int) -> tuple[int, int, int]:
-  """(low pad, high pad, crop start) of the sub-pixel convolution along one axis.
-
-  Output row ``i`` of the transposed convolution is row ``pad + i`` of the full one, i.e.
-  phase row ``q = (pad + i) // stride``; rows ``q0..q1`` are needed.
-  """
-  q0 = min(pad // stride, taps - 1)
-  q1 = (pad + out - 1) // stride
-  low = taps - 1 - q0
-  high = max(q1 - size + 1, 0)
-  return low, high, pad - stride * q0

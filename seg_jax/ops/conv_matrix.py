@@ -1,10 +1,11 @@
-"""Convolution as a matrix, and the transposed convolution as its transpose.
+"""Convolution as a matrix, and the transposed convolution as its transpose (the lecture's view).
 
 A (cross-correlation) convolution is linear, so ``conv(x).ravel() == M @ x.ravel()`` for a
 sparse, banded matrix ``M`` (:func:`conv_matrix`). The *transposed convolution* used for
 learned upsampling is multiplication by ``M.T``: every input pixel scatters a
-kernel-weighted copy into the (larger) output. :func:`conv_transpose` computes it with one
-``lax.conv_general_dilated`` call, with PyTorch's ``conv_transpose2d`` semantics.
+kernel-weighted copy into the (larger) output. The op itself is
+:func:`seg_jax.ops.conv_transpose.conv_transpose`; tests/ops/test_conv_matrix.py checks that
+it equals ``M.T``.
 """
 
 from __future__ import annotations
@@ -15,18 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax.ops.conv import DIMENSION_NUMBERS, conv_implementation, conv_transpose_subpixel
+from seg_jax.ops.conv_transpose import _pair
 
 IntOrPair = Union[int, Sequence[int]]
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-  if isinstance(value, (int, np.integer)):
-    return (int(value), int(value))
-  value = tuple(value)
-  if len(value) != 2 or not all(isinstance(v, (int, np.integer)) for v in value):
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-  return (int(value[0]), int(value[1]))
 
 
 def _padding_pairs(padding, ndim: int) -> tuple[tuple[int, int], ...]:
@@ -128,74 +120,3 @@ def conv_matrix(kernel, input_shape: Sequence[int], *, stride: IntOrPair = 1,
   matrix = xp.where(valid, entries, zero)
   return matrix.reshape(ho * wo * cout, h * w * cin)
 
-
-def conv_transpose_output_size(size: int, kernel_size: int, stride: int, padding: int,
-                               output_padding: int = 0, dilation: int = 1) -> int:
-  """PyTorch's transposed-conv output length:
-  ``(size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1``.
-  """
-  return ((size - 1) * stride - 2 * padding + dilation * (kernel_size - 1)
-          + output_padding + 1)
-
-
-def conv_transpose(x: jax.Array, kernel: jax.Array, *, stride: IntOrPair,
-                   padding: IntOrPair, output_padding: IntOrPair = 0,
-                   dilation: IntOrPair = 1, implementation: str | None = None) -> jax.Array:
-  """Transposed convolution, exactly PyTorch's ``conv_transpose2d`` (NHWC in and out).
-
-  Args:
-    x: ``(N, H, W, Cin)``.
-    kernel: ``(kh, kw, Cin, Cout)``; PyTorch's weight ``w_t`` ``(Cin, Cout, kh, kw)`` maps
-      to it by ``kernel[i, j, a, b] = w_t[a, b, i, j]`` (``w_t.permute(2, 3, 0, 1)``).
-    stride, padding, output_padding, dilation: int or one per spatial axis.
-
-  Definition: input pixel ``(h, w)`` adds ``x[h, w, c] * kernel[a, b, c, :]`` to output
-  ``(h*s + a*d - p, w*s + b*d - p)``; equivalently ``y = M.T @ x`` for the matrix ``M`` of
-  the strided convolution ``Cout -> Cin`` with kernel ``kernel.transpose(0, 1, 3, 2)``,
-  and the input-gradient (VJP) of that convolution. Output size per axis is
-  :func:`conv_transpose_output_size`. ``output_padding`` only adds rows/columns at the
-  bottom/right, resolving the size ambiguity of strided convolutions.
-
-  This is *not* ``flax.linen.ConvTranspose`` (which neither flips the kernel nor uses
-  PyTorch's padding); it is one ``lax.conv_general_dilated`` call on the stride-dilated
-  input with the spatially flipped kernel (``implementation='dilated'``). On CPU the default
-  is ``'subpixel'`` (:func:`seg_jax.ops.conv.conv_transpose_subpixel`, same numbers, no
-  multiplications by inserted zeros; ~2x faster U-Net training) unless ``dilation > 1`` or
-  ``SEG_JAX_CONV_IMPL=native``.
-  """
-  if x.ndim != 4 or kernel.ndim != 4:
-    raise ValueError(f"conv_transpose expects x (N,H,W,C) and kernel (kh,kw,cin,cout); "
-                     f"got {x.shape} and {kernel.shape}")
-  if x.shape[-1] != kernel.shape[2]:
-    raise ValueError(f"conv_transpose: input has {x.shape[-1]} channels but kernel expects "
-                     f"{kernel.shape[2]}")
-  stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
-  output_padding, dilation = _pair(output_padding, "output_padding"), _pair(dilation, "dilation")
-  pads = []
-  for axis in range(2):
-    s, p, op, d, k = (stride[axis], padding[axis], output_padding[axis], dilation[axis],
-                      kernel.shape[axis])
-    if s < 1 or d < 1 or p < 0 or op < 0:
-      raise ValueError(f"conv_transpose needs stride, dilation >= 1 and padding, "
-                       f"output_padding >= 0; got {stride}, {dilation}, {padding}, "
-                       f"{output_padding}")
-    if op >= max(s, d):
-      raise ValueError(f"conv_transpose: output_padding {output_padding} must be smaller than "
-                       f"either stride {stride} or dilation {dilation}")
-    if conv_transpose_output_size(x.shape[1 + axis], k, s, p, op, d) <= 0:
-      raise ValueError(f"conv_transpose: padding {padding} leaves no output for input "
-                       f"{x.shape[1:3]} and kernel {kernel.shape[:2]}")
-    # Correlating the stride-dilated input with the flipped kernel: the full overlap needs
-    # d*(k-1) zeros on each side; PyTorch's padding crops p of them, output_padding adds.
-    pads.append((d * (k - 1) - p, d * (k - 1) - p + op))
-  if implementation is None:
-    implementation = "dilated" if conv_implementation() == "native" else "subpixel"
-  if implementation not in ("dilated", "subpixel"):
-    raise ValueError(f"conv_transpose implementation must be 'dilated' or 'subpixel', "
-                     f"got {implementation!r}")
-  if implementation == "subpixel" and dilation == (1, 1):
-    return conv_transpose_subpixel(x, kernel.astype(x.dtype), stride, padding, output_padding)
-  flipped = kernel[::-1, ::-1].astype(x.dtype)
-  return jax.lax.conv_general_dilated(
-      x, flipped, window_strides=(1, 1), padding=pads, lhs_dilation=stride,
-      rhs_dilation=dilation, dimension_numbers=DIMENSION_NUMBERS)

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seg_jax.ops.conv import (_gemm_passes, conv2d, conv_implementation,
-                             conv_transpose_subpixel, input_gradient_gemm, kernel_gradient_gemm)
+from seg_jax.ops.conv import (_gemm_passes, conv2d, conv_implementation, input_gradient_gemm,
+                             kernel_gradient_gemm)
 
 CASES = [  # stride, padding, dilation, kernel size
     (1, 1, 1, (3, 3)), (2, 0, 1, (3, 3)), (2, "SAME", 2, (3, 3)), (1, "VALID", 1, (1, 1)),
@@ -118,28 +118,3 @@ def test_forward_gemm_equals_native(stride, padding, dilation):
                                                    x, kernel))
   assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
 
-
-SUBPIXEL_CASES = [  # spatial, kernel, stride, padding, output_padding
-    ((5, 6), (2, 2), (2, 2), (0, 0), (0, 0)), ((5, 6), (4, 4), (2, 2), (1, 1), (0, 0)),
-    ((3, 4), (16, 16), (8, 8), (4, 4), (0, 0)), ((5, 6), (3, 2), (2, 3), (1, 1), (1, 2)),
-    ((4, 4), (3, 3), (1, 1), (1, 1), (0, 0)), ((3, 3), (5, 5), (3, 2), (2, 0), (2, 1)),
-    ((4, 4), (1, 1), (2, 2), (0, 0), (1, 1)),
-]
-
-
-@pytest.mark.parametrize("spatial,ksize,stride,padding,output_padding", SUBPIXEL_CASES)
-def test_subpixel_transposed_conv_matches_scatter_loop(spatial, ksize, stride, padding,
-                                                       output_padding):
-  rng = np.random.default_rng(2)
-  x = rng.normal(size=(2, *spatial, 3)).astype(np.float32)
-  kernel = rng.normal(size=(*ksize, 3, 2)).astype(np.float32)
-  full = np.zeros((2, (spatial[0] - 1) * stride[0] + ksize[0] + output_padding[0],
-                   (spatial[1] - 1) * stride[1] + ksize[1] + output_padding[1], 2))
-  for h, w, a, b in itertools.product(range(spatial[0]), range(spatial[1]), range(ksize[0]),
-                                      range(ksize[1])):
-    full[:, h * stride[0] + a, w * stride[1] + b] += x[:, h, w] @ kernel[a, b]
-  expected = full[:, padding[0]:full.shape[1] - padding[0],
-                  padding[1]:full.shape[2] - padding[1]]
-  got = conv_transpose_subpixel(jnp.asarray(x), jnp.asarray(kernel), stride, padding,
-                                output_padding)
-  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
