@@ -5,11 +5,18 @@ mirror :mod:`seg_jax.models.unet` (same padding, BatchNorm, 2x2 transposed-conv 
 ``concat([skip, up])``) and :mod:`seg_jax.models.fcn` (VGG-16 with conv1_1 padded by 100,
 ceil-mode pooling, 7x7 fc6, bilinear transposed-conv upsampling, reference crop offsets,
 frozen final upsampling), with the same ``width`` multiplier. Initial values differ.
+:func:`time_torch` times one of them as ``python -m experiments.benchmark_torch`` does, in
+its own process: SGD with momentum 0.9 (lr 0.01) and mean cross-entropy, like the JAX
+side's benchmark config, and ``argmax`` inference.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+import resource
+import statistics
+import time
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -144,3 +151,55 @@ def build(name: str, *, num_classes: int, width: float) -> Optional[nn.Module]:
   if name in ("fcn32s", "fcn16s", "fcn8s"):
     return FCN(num_classes, name[3:], width)
   return None
+
+
+def _median_seconds(fn: Callable[[], Any], steps: int, warmup: int) -> float:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def time_torch(name: str, *, batch: int, size: int, width: float, num_classes: int,
+               steps: int, warmup: int = 2, threads: Optional[int] = None) -> dict:
+  """Median train-step and inference seconds of the twin of ``name`` in PyTorch eager.
+
+  ``threads`` defaults to the CPUs this process may run on (its affinity mask), which is
+  what XLA's CPU thread pool uses too. Also returns this process's peak RSS in MB.
+  """
+  if steps < 1 or warmup < 1:
+    raise ValueError(f"steps and warmup must be >= 1, got steps={steps}, warmup={warmup}")
+  model = build(name, num_classes=num_classes, width=width)
+  if model is None:
+    raise ValueError(f"model {name!r} has no PyTorch twin; twins: unet, fcn32s, fcn16s, fcn8s")
+  threads = threads or len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  images = torch.randn(batch, 3, size, size)
+  labels = torch.randint(0, num_classes, (batch, size, size))
+  opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01,
+                        momentum=0.9)
+  loss_fn = nn.CrossEntropyLoss()
+
+  def step():
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(images), labels)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+  def infer():
+    model.eval()
+    with torch.no_grad():
+      return model(images).argmax(1).sum().item()
+
+  step_s = _median_seconds(step, steps, warmup)
+  infer_s = _median_seconds(infer, steps, warmup)
+  return {"step_s": step_s, "infer_s": infer_s,
+          "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          "threads": threads, "torch": torch.__version__, "steps": steps, "warmup": warmup}

@@ -1,35 +1,40 @@
-"""Train-step and inference timing of the semantic models, side by side with PyTorch eager.
+"""Timing of the training loop's own train step (and of ``task.predict``) for one config.
 
-``python -m experiments.benchmark`` is the entry point. Per model this measures compile
-time, the median train-step time after warm-up, images/s, the FLOP rate XLA's cost
-analysis implies and its fraction of a matmul peak measured in the same process, XLA's
-memory estimate, inference time, and (when ``torch`` is importable) the same architecture
-in PyTorch eager in the same process. ``ratio = torch step / jax step`` (>= 1: JAX is at
-least as fast). :func:`conv_profile` times the forward, input-gradient and kernel-gradient
+:func:`time_train_step` builds the task, model and optimizer from a config with the
+builders :mod:`seg_jax.training.loop` uses, wraps :func:`seg_jax.training.step.train_step`
+in the loop's ``JitRunner`` (replicated, donated state; batch sharded on a ``'data'``
+mesh) and times it on one random batch: median step and inference time after warm-up,
+XLA's FLOP count and memory estimate (``compiled.memory_analysis()``: temp + argument +
+output bytes) and the process's peak RSS. ``python -m experiments.benchmark`` runs it in a
+separate process per round (``experiments.benchmark_jax``), alternating with the PyTorch
+twin. :func:`conv_profile` times the forward, input-gradient and kernel-gradient
 convolutions of a U-Net separately, to show where a train step spends its time.
 """
 
 from __future__ import annotations
 
-import os
+import functools
+import resource
 import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-SEMANTIC_MODELS = ("patch_classifier", "full_res_fcn", "encoder_decoder", "fcn32s", "fcn16s",
-                   "fcn8s", "deconvnet", "segnet", "unet")
+from seg_jax import tasks
+from seg_jax.benchmarks.compare import load_average
+from seg_jax.ops.conv import conv2d
+from seg_jax.training import loop, optim, sharding
+from seg_jax.training import step as step_lib
+from seg_jax.training.state import create_train_state
+
+MB = 2**20
 
 
-def load_average() -> str:
-  """The 1-minute load average, recorded with every figure (the machine is shared)."""
-  try:
-    return f"{os.getloadavg()[0]:.1f}"
-  except OSError:
-    return "n/a"
+def peak_rss_mb() -> float:
+  """This process's peak resident set size so far (``ru_maxrss`` is in KiB on Linux)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def median_seconds(fn: Callable[[], Any], steps: int, warmup: int = 2) -> float:
@@ -52,187 +57,75 @@ def matmul_peak_gflops(size: int = 1024, steps: int = 5) -> float:
 
 
 def _cost_flops(compiled) -> Optional[float]:
-  try:
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-      analysis = analysis[0]
-    return float(analysis["flops"])
-  except Exception:  # pylint: disable=broad-except
-    return None
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per computation
+    analysis = analysis[0]
+  flops = (analysis or {}).get("flops")
+  return None if flops is None else float(flops)
 
 
-def _memory_mb(compiled) -> Optional[float]:
-  try:
-    stats = compiled.memory_analysis()
-    total = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
-    return total / 2**20
-  except Exception:  # pylint: disable=broad-except
-    return None
+def xla_memory_bytes(compiled) -> dict[str, int]:
+  """XLA's estimate for one executable: temp, argument, output bytes and their total."""
+  stats = compiled.memory_analysis()
+  sizes = {"temp": int(stats.temp_size_in_bytes),
+           "argument": int(stats.argument_size_in_bytes),
+           "output": int(stats.output_size_in_bytes)}
+  sizes["total"] = sum(sizes.values())
+  return sizes
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def random_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> dict:
+  """A semantic-segmentation batch: normal images and uniform labels (no ignored pixels)."""
+  rng = np.random.default_rng(seed)
+  return {"image": rng.standard_normal((batch, size, size, 3), dtype=np.float32),
+          "label": rng.integers(0, num_classes, (batch, size, size), dtype=np.int32)}
 
 
-def jax_train_setup(name: str, *, batch: int, size: int, width: float, num_classes: int,
-                    seed: int = 0):
-  """(model, train_step, infer, state, images, labels) for model ``name`` with SGD+momentum."""
-  from seg_jax.models import get_model  # pylint: disable=g-import-not-at-top
-  model = get_model(name, num_classes=num_classes, width=width)
-  keys = jax.random.split(jax.random.key(seed), 4)
-  images = jax.random.normal(keys[0], (batch, size, size, 3), jnp.float32)
-  labels = jax.random.randint(keys[1], (batch, size, size), 0, num_classes)
-  variables = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))(
-      keys[2], images)
-  params, batch_stats = variables["params"], variables.get("batch_stats", {})
-  tx = optax.sgd(0.01, momentum=0.9)
-  state = (params, batch_stats, tx.init(params))
+def time_train_step(config, num_classes: int, *, steps: int, warmup: int = 2) -> dict:
+  """Times the loop's jitted ``train_step`` and ``task.predict`` for ``config``.
 
-  def train_step(state, images, labels, rng):
-    params, batch_stats, opt_state = state
+  The batch is random (``config.batch_size`` images of ``config.data.image_size``
+  pixels), placed once; the state is donated and threaded through the steps as in the
+  loop. Returns a JSON-ready dict (seconds, MB, FLOPs).
+  """
+  if steps < 1 or warmup < 1:
+    raise ValueError(f"steps and warmup must be >= 1, got steps={steps}, warmup={warmup}")
+  task = tasks.get_task(config.task)
+  model = loop.build_model(config, num_classes)
+  tx, _ = optim.create_optimizer(config)
+  common = dict(task=task, model=model, config=config)
+  # step_lib.train_step is looked up here, at call time: the function the loop runs.
+  runner = sharding.make_runner(
+      "jit", functools.partial(step_lib.train_step, tx=tx, **common),
+      functools.partial(step_lib.eval_step, **common))
+  host_batch = random_batch(int(config.batch_size), int(config.data.image_size), num_classes,
+                            int(config.seed))
+  example = jax.tree.map(lambda x: x[:1], host_batch)
+  create = jax.jit(functools.partial(create_train_state, task, model, tx))
+  state = runner.place_state(jax.device_get(create(jax.random.key(int(config.seed)), example)))
+  batch = runner.place_batch(host_batch)
 
-    def loss_fn(p):
-      logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, images,
-                                    train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
-      if logits.shape[1:3] != labels.shape[1:3]:  # valid U-Net: centre-crop the labels
-        top = (labels.shape[1] - logits.shape[1]) // 2
-        left = (labels.shape[2] - logits.shape[2]) // 2
-        cropped = labels[:, top:top + logits.shape[1], left:left + logits.shape[2]]
-      else:
-        cropped = labels
-      return cross_entropy(logits.astype(jnp.float32), cropped), updates
-
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    step_updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, step_updates)
-    return (params, updates.get("batch_stats", batch_stats), opt_state), loss
-
-  def infer(state, images):
-    params, batch_stats, _ = state
-    return model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
-
-  return model, train_step, infer, state, images, labels, keys[3]
-
-
-def benchmark_jax(name: str, *, batch: int, size: int, width: float, num_classes: int,
-                  steps: int, peak_gflops: float) -> dict:
-  """Times one JAX model: compile, train step, inference; flops and memory from XLA."""
-  _, train_step, infer, state, images, labels, rng = jax_train_setup(
-      name, batch=batch, size=size, width=width, num_classes=num_classes)
   start = time.perf_counter()
-  compiled = jax.jit(train_step).lower(state, images, labels, rng).compile()
+  # The runner's own jitted step (the loop calls it through runner.train), compiled once
+  # here for XLA's cost and memory analysis; the timed calls below reuse this executable.
+  compiled = runner._train.lower(state, batch).compile()  # pylint: disable=protected-access
   compile_s = time.perf_counter() - start
   holder = {"state": state}
 
   def one_step():
-    holder["state"], loss = compiled(holder["state"], images, labels, rng)
-    return loss
+    holder["state"], metrics = runner.train(holder["state"], batch)
+    return holder["state"], metrics
 
-  step_s = median_seconds(one_step, steps)
-  infer_compiled = jax.jit(infer).lower(holder["state"], images).compile()
-  infer_s = median_seconds(lambda: infer_compiled(holder["state"], images), steps)
+  step_s = median_seconds(one_step, steps, warmup)
+  predict = jax.jit(lambda variables, b: task.predict(model, variables, b, config))
+  infer_s = median_seconds(lambda: predict(holder["state"].variables, batch), steps, warmup)
   flops = _cost_flops(compiled)
-  gflops = flops / step_s / 1e9 if flops else None
-  return {"model": name, "compile_s": compile_s, "step_s": step_s,
-          "images_per_s": batch / step_s, "gflops": gflops,
-          "peak_frac": gflops / peak_gflops if gflops else None,
-          "memory_mb": _memory_mb(compiled), "infer_s": infer_s,
-          "infer_images_per_s": batch / infer_s, "load": load_average()}
-
-
-def benchmark_torch(name: str, *, batch: int, size: int, width: float, num_classes: int,
-                    steps: int, threads: int = 2) -> Optional[dict]:
-  """The same architecture in PyTorch eager, or None without torch / a torch equivalent."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  from seg_jax.benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
-  model = torch_reference.build(name, num_classes=num_classes, width=width)
-  if model is None:
-    return None
-  torch.set_num_threads(threads)
-  torch.manual_seed(0)
-  images = torch.randn(batch, 3, size, size)
-  labels = torch.randint(0, num_classes, (batch, size, size))
-  opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01,
-                        momentum=0.9)
-  loss_fn = torch.nn.CrossEntropyLoss()
-
-  def step():
-    model.train()
-    opt.zero_grad(set_to_none=True)
-    logits = model(images)
-    loss = loss_fn(logits, labels)
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-  def infer():
-    model.eval()
-    with torch.no_grad():
-      return model(images).sum().item()
-
-  return {"step_s": _torch_median(step, steps), "infer_s": _torch_median(infer, steps),
-          "load": load_average()}
-
-
-def _torch_median(fn: Callable[[], Any], steps: int, warmup: int = 2) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
-def run(models: Sequence[str] = SEMANTIC_MODELS, *, batch: int = 4, size: int = 128,
-        width: float = 0.5, num_classes: int = 21, steps: int = 5,
-        with_torch: bool = True) -> list[dict]:
-  """Benchmarks every model in ``models``; returns one row per model (see module doc)."""
-  peak = matmul_peak_gflops()
-  rows = []
-  for name in models:
-    try:
-      row = benchmark_jax(name, batch=batch, size=size, width=width, num_classes=num_classes,
-                          steps=steps, peak_gflops=peak)
-    except Exception as error:  # pylint: disable=broad-except
-      rows.append({"model": name, "error": f"{type(error).__name__}: {error}"[:120]})
-      continue
-    torch_row = benchmark_torch(name, batch=batch, size=size, width=width,
-                                num_classes=num_classes, steps=steps) if with_torch else None
-    if torch_row:
-      row.update(torch_step_s=torch_row["step_s"], torch_infer_s=torch_row["infer_s"],
-                 ratio=torch_row["step_s"] / row["step_s"],
-                 infer_ratio=torch_row["infer_s"] / row["infer_s"])
-    row["peak_gflops"] = peak
-    rows.append(row)
-  return rows
-
-
-def _fmt(value, spec: str) -> str:
-  return "-" if value is None else format(value, spec)
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-  """The rows of :func:`run` as a markdown table."""
-  header = ("| model | compile s | step s | img/s | GFLOP/s | of peak | XLA mem MB | infer s "
-            "| torch step s | ratio (torch/jax) | torch infer s | infer ratio | load |")
-  lines = [header, "|" + "---|" * (header.count("|") - 1)]
-  for r in rows:
-    if "error" in r:
-      lines.append(f"| {r['model']} | error: {r['error']} |" + " |" * 11)
-      continue
-    lines.append(
-        f"| {r['model']} | {_fmt(r['compile_s'], '.1f')} | {_fmt(r['step_s'], '.3f')} | "
-        f"{_fmt(r['images_per_s'], '.1f')} | {_fmt(r.get('gflops'), '.0f')} | "
-        f"{_fmt(r.get('peak_frac'), '.0%')} | {_fmt(r.get('memory_mb'), '.0f')} | "
-        f"{_fmt(r['infer_s'], '.3f')} | {_fmt(r.get('torch_step_s'), '.3f')} | "
-        f"{_fmt(r.get('ratio'), '.2f')} | {_fmt(r.get('torch_infer_s'), '.3f')} | "
-        f"{_fmt(r.get('infer_ratio'), '.2f')} | {r['load']} |")
-  return "\n".join(lines)
+  memory = xla_memory_bytes(compiled)
+  return {"step_s": step_s, "infer_s": infer_s, "compile_s": compile_s,
+          "gflops": None if flops is None else flops / step_s / 1e9,
+          "xla_memory_mb": memory["total"] / MB,
+          "xla_memory_bytes": memory, "rss_mb": peak_rss_mb(),
+          "steps": steps, "warmup": warmup, "backend": jax.default_backend()}
 
 
 def unet_conv_shapes(size: int = 128, base: int = 32, depth: int = 4) -> list[tuple]:
@@ -251,7 +144,6 @@ def unet_conv_shapes(size: int = 128, base: int = 32, depth: int = 4) -> list[tu
 def conv_profile(*, batch: int = 4, size: int = 128, base: int = 32, steps: int = 5,
                  implementations: Sequence[str] = ("native", "gemm")) -> list[dict]:
   """Times forward / input-gradient / kernel-gradient of each U-Net 3x3 conv separately."""
-  from seg_jax.ops.conv import conv2d  # pylint: disable=g-import-not-at-top
   rows = []
   for spatial, cin, cout in unet_conv_shapes(size, base):
     x = jax.random.normal(jax.random.key(0), (batch, spatial, spatial, cin))
@@ -285,5 +177,7 @@ def conv_profile_table(rows: Sequence[dict], peak_gflops: float) -> str:
     lines.append(f"| {r['shape']} | {r['gflop']:.2f} | " + " | ".join(cells) + " |")
   lines.append("| total | {:.2f} | ".format(sum(r["gflop"] for r in rows)) +
                " | ".join(f"{totals[k] * 1e3:.0f}" for k in keys) + " |")
-  lines.append(f"\nmatmul peak {peak_gflops:.0f} GFLOP/s, load average {load_average()}")
+  load = load_average()
+  lines.append(f"\nmatmul peak {peak_gflops:.0f} GFLOP/s, load average "
+               f"{'n/a' if load is None else format(load, '.2f')}")
   return "\n".join(lines)
