@@ -34,6 +34,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import jax
 import numpy as np
 
+from seg_jax.ops.spatial import as_pair, center_crop
+
 _PAD_MODES = ("reflect", "symmetric")
 
 
@@ -72,13 +74,6 @@ def normalize_image(image: np.ndarray, mean: Sequence[float],
     raise ValueError(f"mean/std must be scalars or have {image.shape[-1]} channels, got "
                      f"mean shape {mean.shape} and std shape {std.shape}")
   return (image.astype(np.float32) / np.float32(255.0) - mean) / std
-
-
-def _pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
-  pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-  if len(pair) != 2 or any(int(v) != v for v in pair):
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-  return int(pair[0]), int(pair[1])
 
 
 def predict_tiled(predict_fn: Callable[[Any], Any], image: np.ndarray, *,
@@ -126,8 +121,8 @@ def predict_tiled(predict_fn: Callable[[Any], Any], image: np.ndarray, *,
   if not normalize and not np.issubdtype(image.dtype, np.floating):
     raise ValueError(f"predict_tiled: image has dtype {image.dtype}; pass mean= and std= (the "
                      f"training normalisation) or a float image normalised as in training")
-  th, tw = _pair(tile, "tile")
-  mh, mw = _pair(margin, "margin")
+  th, tw = as_pair(tile, "tile")
+  mh, mw = as_pair(margin, "margin")
   if th < 1 or tw < 1 or mh < 0 or mw < 0 or batch_size < 1:
     raise ValueError(f"need tile >= 1, margin >= 0, batch_size >= 1; got {tile}, {margin}, "
                      f"{batch_size}")
@@ -150,7 +145,7 @@ def predict_tiled(predict_fn: Callable[[Any], Any], image: np.ndarray, *,
       raise ValueError(f"predict_fn returned shape {result.shape}; expected (B, h, w[, K]) "
                        f"with B = {batch_size}")
     if result.shape[1:3] == (win_h, win_w):
-      result = result[:, mh:mh + th, mw:mw + tw]
+      result = center_crop(result, (th, tw))  # the window minus the margin on every side
     elif result.shape[1:3] != (th, tw):
       raise ValueError(f"predict_fn returned spatial size {result.shape[1:3]}; expected the "
                        f"window {(win_h, win_w)} or the tile {(th, tw)}")

@@ -50,6 +50,25 @@ def test_conv_bn_relu_trains_batch_stats():
   assert not np.allclose(updates["batch_stats"]["BatchNorm_0"]["mean"], 0.0)
 
 
+def test_conv_bn_relu_block_equals_conv_then_batch_norm_then_relu():
+  """The shared block: parameter names, no conv bias under BN, and the numbers of a
+  hand-written conv2d -> batch statistics normalisation -> ReLU."""
+  layer = layers.ConvBNReLU(4, kernel_size=3, padding=1)
+  variables = _init(layer)
+  assert set(variables["params"]) == {"Conv_0", "BatchNorm_0"}
+  assert set(variables["params"]["Conv_0"]) == {"kernel"}
+  y, _ = layer.apply(variables, X, train=True, mutable=["batch_stats"])
+  z = np.asarray(conv2d(X, variables["params"]["Conv_0"]["kernel"], padding=1), np.float64)
+  mean, var = z.mean(axis=(0, 1, 2)), z.var(axis=(0, 1, 2))
+  want = np.maximum((z - mean) / np.sqrt(var + 1e-5), 0.0)  # scale 1, bias 0 at init
+  np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+def test_scale_channels_rounds_and_keeps_one():
+  assert [layers.scale_channels(c, w) for c, w in ((64, 1.0), (64, 0.125), (512, 0.3),
+                                                   (3, 0.01), (100, 0.005))] == [64, 8, 154, 1, 1]
+
+
 @pytest.mark.parametrize("kernel_size,strides,padding,output_padding,dilation", [
     (4, 2, 1, 0, 1), ((3, 2), (2, 3), (1, 0), (1, 2), 1), (3, 1, 1, 1, 2),
 ])

@@ -20,13 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax.layers import Conv, ConvBNReLU
+from seg_jax.layers import Conv, ConvBNReLU, conv_bn_relu, scale_channels
 
 Dtype = Any
-
-
-def _channels(features: int, width: float) -> int:
-  return max(1, int(round(features * width)))
 
 
 def _check_images(x: jax.Array, name: str) -> None:
@@ -66,11 +62,11 @@ class PatchClassifier(nn.Module):
     if dense_size < 1:
       raise ValueError(f"patch_size {self.patch_size} too small for {self.num_convs} 3x3 convs")
     self.convs = [
-        ConvBNReLU(_channels(self.features * 2**min(i, 1), self.width), 3, padding="VALID",
+        ConvBNReLU(scale_channels(self.features * 2**min(i, 1), self.width), 3, padding="VALID",
                    use_batch_norm=self.use_batch_norm, bn_axis_name=self.bn_axis_name,
                    dtype=self.dtype)
         for i in range(self.num_convs)]
-    self.dense = Conv(_channels(self.hidden, self.width), dense_size, padding="VALID",
+    self.dense = Conv(scale_channels(self.hidden, self.width), dense_size, padding="VALID",
                       dtype=self.dtype)
     self.classifier = Conv(self.num_classes, 1, dtype=self.dtype)
 
@@ -181,16 +177,11 @@ class FullResFCN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     _check_images(x, "FullResFCN")
-    features = _channels(self.features, self.width)
+    features = scale_channels(self.features, self.width)
     for i, d in enumerate(self.dilations()):
-      x = Conv(features, 3, padding=d, dilation=d, use_bias=not self.use_batch_norm,
-               dtype=self.dtype, kernel_init=nn.initializers.kaiming_normal(),
-               name=f"conv{i}")(x)
-      if self.use_batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         axis_name=self.bn_axis_name if train else None, dtype=self.dtype,
-                         name=f"bn{i}")(x)
-      x = nn.relu(x)
+      _, x = conv_bn_relu(x, features, f"conv{i}", bn_name=f"bn{i}", padding=d, dilation=d,
+                          batch_norm=self.use_batch_norm, train=train,
+                          bn_axis_name=self.bn_axis_name, dtype=self.dtype)
     return Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)
 
 
@@ -221,7 +212,7 @@ class EncoderDecoder(nn.Module):
   bn_axis_name: Optional[str] = None
 
   def _features(self, stage: int) -> int:
-    return _channels(self.base_features * 2**stage, self.width)
+    return scale_channels(self.base_features * 2**stage, self.width)
 
   def _upsample(self, x, indices, size, stage):
     from seg_jax.ops import unpool, upsample  # written alongside; imported when used

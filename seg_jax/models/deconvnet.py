@@ -23,9 +23,9 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 
-from seg_jax.layers import Conv
-from seg_jax.models.vgg import (FC_FEATURES, STAGE_CHANNELS, STAGE_LAYERS, conv_bn_relu,
-                                scaled, unpool_with_encoder_indices, vgg_features)
+from seg_jax.layers import Conv, conv_bn_relu, scale_channels
+from seg_jax.models.vgg import (FC_FEATURES, STAGE_CHANNELS, STAGE_LAYERS,
+                                unpool_with_encoder_indices, vgg_features)
 
 Dtype = Any
 
@@ -54,17 +54,17 @@ class DeconvNet(nn.Module):
     if self.fc_padding == "VALID" and min(y.shape[1:3]) < 7:
       raise ValueError(f"fc_padding='VALID' needs pool5 >= 7x7 (inputs >= 224), got "
                        f"{y.shape[1]}x{y.shape[2]}; use fc_padding='SAME'")
-    hidden = scaled(FC_FEATURES, self.width)
+    hidden = scale_channels(FC_FEATURES, self.width)
     _, y = conv_bn_relu(y, hidden, "fc6", kernel_size=7, padding=self.fc_padding, **bn)
     _, y = conv_bn_relu(y, hidden, "fc7", kernel_size=1, **bn)
     # PyTorch-style transposed padding: 0 grows (p-6) back to p, 3 keeps the size.
-    _, y = conv_bn_relu(y, scaled(STAGE_CHANNELS[4], self.width), "deconv_fc6",
+    _, y = conv_bn_relu(y, scale_channels(STAGE_CHANNELS[4], self.width), "deconv_fc6",
                         kernel_size=7, padding=0 if self.fc_padding == "VALID" else 3,
                         transpose=True, **bn)
     for stage in range(5, 0, -1):
       y = unpool_with_encoder_indices(self, y, taps, stage)
-      channels = scaled(STAGE_CHANNELS[stage - 1], self.width)
-      out_channels = scaled(STAGE_CHANNELS[max(stage - 2, 0)], self.width)
+      channels = scale_channels(STAGE_CHANNELS[stage - 1], self.width)
+      out_channels = scale_channels(STAGE_CHANNELS[max(stage - 2, 0)], self.width)
       for i in range(layers[stage - 1], 0, -1):
         features = out_channels if i == 1 else channels
         _, y = conv_bn_relu(y, features, f"deconv{stage}_{i}", padding=1, transpose=True,

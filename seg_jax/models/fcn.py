@@ -31,9 +31,10 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 
-from seg_jax.layers import Conv
+from seg_jax.layers import Conv, ConvTranspose, scale_channels
 from seg_jax.models import vgg_weights
-from seg_jax.models.vgg import FC_FEATURES, scaled, vgg_features
+from seg_jax.models.vgg import FC_FEATURES, vgg_features
+from seg_jax.ops.spatial import crop
 
 Dtype = Any
 
@@ -46,14 +47,6 @@ CROP_16S = 27
 CROP_8S = 31
 AT_ONCE_SCALES = (0.01, 0.0001)  # pool4, pool3 (reference voc-fcn8s-atonce)
 FREEZE_UPSAMPLING = ("final", "all", "none")
-
-
-def crop_like(x: jax.Array, offset: int, height: int, width: int) -> jax.Array:
-  """``x[:, offset:offset+height, offset:offset+width]`` with a bounds check."""
-  if x.shape[1] < offset + height or x.shape[2] < offset + width:
-    raise ValueError(f"cannot crop {height}x{width} at offset {offset} from "
-                     f"{x.shape[1]}x{x.shape[2]}")
-  return x[:, offset:offset + height, offset:offset + width]
 
 
 class FCN(nn.Module):
@@ -75,7 +68,6 @@ class FCN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    from seg_jax.layers import ConvTranspose  # pylint: disable=g-import-not-at-top
     if self.variant not in ("32s", "16s", "8s"):
       raise ValueError(f"FCN variant must be '32s', '16s' or '8s', got {self.variant!r}")
     if self.freeze_upsampling not in FREEZE_UPSAMPLING:
@@ -91,7 +83,7 @@ class FCN(nn.Module):
 
     feats = vgg_features(x, depth=16, width=self.width, dtype=dtype,
                          first_padding=FIRST_PADDING, ceil_mode=True)
-    hidden = scaled(FC_FEATURES, self.width)
+    hidden = scale_channels(FC_FEATURES, self.width)
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
     h = nn.relu(Conv(hidden, 7, padding="VALID", dtype=dtype, name="fc6")(feats["pool5"]))
     h = nn.relu(Conv(hidden, 1, dtype=dtype, name="fc7")(dropout(h)))
@@ -104,22 +96,22 @@ class FCN(nn.Module):
 
     if self.variant == "32s":
       up = upsample(score, 32, "upscore", final=True)
-      return crop_like(up, CROP_32S, height, width)
+      return crop(up, CROP_32S, (height, width))
 
     up2 = upsample(score, 2, "upscore2")
     pool4 = feats["pool4"] * AT_ONCE_SCALES[0] if self.at_once else feats["pool4"]
     pool4 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool4")(pool4)
-    fuse = up2 + crop_like(pool4, CROP_POOL4, up2.shape[1], up2.shape[2])
+    fuse = up2 + crop(pool4, CROP_POOL4, up2.shape[1:3])
     if self.variant == "16s":
       up = upsample(fuse, 16, "upscore16", final=True)
-      return crop_like(up, CROP_16S, height, width)
+      return crop(up, CROP_16S, (height, width))
 
     up4 = upsample(fuse, 2, "upscore_pool4")
     pool3 = feats["pool3"] * AT_ONCE_SCALES[1] if self.at_once else feats["pool3"]
     pool3 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool3")(pool3)
-    fuse = up4 + crop_like(pool3, CROP_POOL3, up4.shape[1], up4.shape[2])
+    fuse = up4 + crop(pool3, CROP_POOL3, up4.shape[1:3])
     up = upsample(fuse, 8, "upscore8", final=True)
-    return crop_like(up, CROP_8S, height, width)
+    return crop(up, CROP_8S, (height, width))
 
 
 def load_pretrained(state, variables, *, source: str, width: float = 1.0,

@@ -19,8 +19,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 
-from seg_jax.layers import Conv
-from seg_jax.models.vgg import (STAGE_CHANNELS, STAGE_LAYERS, conv_bn_relu, scaled,
+from seg_jax.layers import Conv, conv_bn_relu, scale_channels
+from seg_jax.models.vgg import (STAGE_CHANNELS, STAGE_LAYERS,
                                 unpool_with_encoder_indices, vgg_features)
 
 Dtype = Any
@@ -50,8 +50,8 @@ class SegNet(nn.Module):
     y = taps[f"pool{self.num_stages}"]
     for stage in range(self.num_stages, 0, -1):
       y = unpool_with_encoder_indices(self, y, taps, stage)
-      channels = scaled(STAGE_CHANNELS[stage - 1], self.width)
-      out_channels = scaled(STAGE_CHANNELS[max(stage - 2, 0)], self.width)
+      channels = scale_channels(STAGE_CHANNELS[stage - 1], self.width)
+      out_channels = scale_channels(STAGE_CHANNELS[max(stage - 2, 0)], self.width)
       for i in range(layers[stage - 1], 0, -1):
         if stage == 1 and i == 1:
           break  # the classifier replaces the last decoder convolution

@@ -31,7 +31,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seg_jax.layers import Conv, ConvBNReLU
+from seg_jax.layers import Conv, ConvBNReLU, ConvTranspose, scale_channels
+from seg_jax.ops.spatial import center_crop
+from seg_jax.ops.upsample import resize_bilinear
 
 Dtype = Any
 
@@ -108,12 +110,6 @@ def unet_valid_margin(depth: int = 4) -> int:
   return 6 * 2**depth - 4
 
 
-def _center_crop(x: jax.Array, height: int, width: int) -> jax.Array:
-  top = (x.shape[1] - height) // 2
-  left = (x.shape[2] - width) // 2
-  return x[:, top:top + height, left:left + width, :]
-
-
 class UNet(nn.Module):
   """U-Net: images (N, H, W, 3) -> logits (N, H', W', num_classes).
 
@@ -132,7 +128,7 @@ class UNet(nn.Module):
   bn_axis_name: Optional[str] = None
 
   def _features(self, level: int) -> int:
-    return max(1, int(round(self.base_features * 2**level * self.width)))
+    return scale_channels(self.base_features * 2**level, self.width)
 
   def _check_input(self, x: jax.Array) -> None:
     if self.padding not in _PADDINGS:
@@ -171,15 +167,13 @@ class UNet(nn.Module):
     for level in reversed(range(self.depth)):
       features = self._features(level)
       if self.upsampling == "transposed":
-        from seg_jax.layers import ConvTranspose  # written alongside; imported when used
         x = ConvTranspose(features, kernel_size=2, strides=2, dtype=self.dtype,
                           name=f"up{level}_upconv")(x)
       else:
-        from seg_jax.ops.upsample import resize_bilinear
         n, h, w, c = x.shape
         x = resize_bilinear(x, (2 * h, 2 * w))
         x = Conv(features, 1, dtype=self.dtype, name=f"up{level}_reduce")(x)
-      skip = _center_crop(skips[level], x.shape[1], x.shape[2])
+      skip = center_crop(skips[level], x.shape[1:3])
       x = jnp.concatenate([skip, x.astype(skip.dtype)], axis=-1)
       x = double_conv(x, features, f"up{level}")
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax.layers import Conv
+from seg_jax.layers import Conv, conv_bn_relu, scale_channels
 from seg_jax.ops.unpool import max_unpool
 
 Dtype = Any
@@ -29,10 +29,8 @@ STAGE_CHANNELS = (64, 128, 256, 512, 512)
 FC_FEATURES = 4096
 TORCHVISION_POOL_SIZE = (7, 7)
 
-
-def scaled(channels: int, width: float) -> int:
-  """Channel count under the ``width`` multiplier (at least one channel)."""
-  return max(1, int(round(channels * width)))
+# The width rule under its older name, still imported by vgg_weights.py and style/gatys.py.
+scaled = scale_channels
 
 
 def check_depth(depth: int) -> None:
@@ -49,29 +47,6 @@ def vgg_tap_names(depth: int = 16, num_stages: int = 5) -> list[str]:
       names += [f"conv{stage}_{i}", f"relu{stage}_{i}"]
     names.append(f"pool{stage}")
   return names
-
-
-def conv_bn_relu(x: jax.Array, features: int, name: str, *, batch_norm: bool, train: bool,
-                 bn_axis_name: Optional[str] = None, dtype: Optional[Dtype] = None,
-                 kernel_size: int = 3, padding: Any = "SAME", transpose: bool = False,
-                 kernel_init=nn.initializers.kaiming_normal()) -> tuple[jax.Array, jax.Array]:
-  """Conv (or transposed conv) ``name`` [+ BatchNorm ``name_bn``] + ReLU.
-
-  Must be called inside a compact method; returns ``(pre_activation, activation)``.
-  Without BatchNorm the convolution has a bias, with it none (BN's shift replaces it).
-  """
-  if transpose:
-    from seg_jax.layers import ConvTranspose  # pylint: disable=g-import-not-at-top
-    y = ConvTranspose(features, kernel_size, 1, padding=padding, use_bias=not batch_norm,
-                      dtype=dtype, name=name)(x)
-  else:
-    y = Conv(features, kernel_size, padding=padding, use_bias=not batch_norm, dtype=dtype,
-             kernel_init=kernel_init, name=name)(x)
-  if batch_norm:
-    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     axis_name=bn_axis_name if train else None, dtype=dtype,
-                     name=f"{name}_bn")(y)
-  return y, nn.relu(y)
 
 
 def _max_pool_ceil(x: jax.Array) -> jax.Array:
@@ -111,7 +86,7 @@ def vgg_features(x: jax.Array, *, depth: int = 16, width: float = 1.0, num_stage
     return name == stop_after
 
   for stage, layers in enumerate(STAGE_LAYERS[depth][:num_stages], start=1):
-    features = scaled(STAGE_CHANNELS[stage - 1], width)
+    features = scale_channels(STAGE_CHANNELS[stage - 1], width)
     for i in range(1, layers + 1):
       padding = first_padding if (stage, i) == (1, 1) else 1
       pre, x = conv_bn_relu(x, features, f"conv{stage}_{i}", batch_norm=batch_norm,
@@ -209,7 +184,7 @@ class VGG(nn.Module):
     x = vgg_features(x, **common)["pool5"]
     if not self.include_top:
       return x
-    hidden = scaled(FC_FEATURES, self.width)
+    hidden = scale_channels(FC_FEATURES, self.width)
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
     if self.convolutional_fc:
       if x.shape[1] < 7 or x.shape[2] < 7:

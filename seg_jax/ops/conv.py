@@ -25,19 +25,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from seg_jax.ops.spatial import as_pair
+
 Padding = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 _IMPLEMENTATIONS = ("auto", "native", "gemm")
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-  if isinstance(value, int):
-    return (value, value)
-  value = tuple(int(v) for v in value)
-  if len(value) != 2:
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-  return value
 
 
 def normalize_padding(padding: Padding) -> Union[str, tuple[tuple[int, int], tuple[int, int]]]:
@@ -112,8 +105,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = 0, d
                      f"{kernel.shape[2] * feature_group_count}")
   if kernel.dtype != x.dtype:
     kernel = kernel.astype(x.dtype)
-  strides = _pair(stride, "stride")
-  dilation = _pair(dilation, "dilation")
+  strides = as_pair(stride, "stride")
+  dilation = as_pair(dilation, "dilation")
   pads = normalize_padding(padding)
   if isinstance(pads, str):
     dilated = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:2], dilation)]

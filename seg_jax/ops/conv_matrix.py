@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax.ops.conv_transpose import _pair
+from seg_jax.ops.spatial import as_pair
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -88,7 +88,7 @@ def conv_matrix(kernel, input_shape: Sequence[int], *, stride: IntOrPair = 1,
   if kernel.ndim == 1:
     if len(input_shape) != 1:
       raise ValueError(f"1-D conv_matrix needs input_shape (L,), got {input_shape}")
-    stride, dilation = _pair(stride, "stride")[:1], _pair(dilation, "dilation")[:1]
+    stride, dilation = as_pair(stride, "stride")[:1], as_pair(dilation, "dilation")[:1]
     kernel = kernel.reshape(1, kernel.shape[0], 1, 1)
     input_shape = (1, input_shape[0], 1)
     pads = ((0, 0),) + _padding_pairs(padding, 1)
@@ -97,7 +97,7 @@ def conv_matrix(kernel, input_shape: Sequence[int], *, stride: IntOrPair = 1,
     if len(input_shape) != 3 or input_shape[2] != kernel.shape[2]:
       raise ValueError(f"2-D conv_matrix needs input_shape (H, W, {kernel.shape[2]}), "
                        f"got {input_shape}")
-    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    stride, dilation = as_pair(stride, "stride"), as_pair(dilation, "dilation")
     pads = _padding_pairs(padding, 2)
   else:
     raise ValueError(f"conv_matrix kernel must be (k,) or (kh, kw, cin, cout); got {kernel.shape}")

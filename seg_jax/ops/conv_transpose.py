@@ -19,21 +19,11 @@ from typing import Sequence, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
 from seg_jax.ops.conv import DIMENSION_NUMBERS, conv2d, conv_implementation
+from seg_jax.ops.spatial import as_pair
 
 IntOrPair = Union[int, Sequence[int]]
 IMPLEMENTATIONS = ("dilated", "subpixel")
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-  if isinstance(value, (int, np.integer)):
-    return (int(value), int(value))
-  value = tuple(value)
-  if len(value) != 2 or not all(isinstance(v, (int, np.integer)) for v in value):
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-  return (int(value[0]), int(value[1]))
 
 
 def conv_transpose_output_size(size: int, kernel_size: int, stride: int, padding: int,
@@ -75,8 +65,9 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, *, stride: IntOrPair,
   if x.shape[-1] != kernel.shape[2]:
     raise ValueError(f"conv_transpose: input has {x.shape[-1]} channels but kernel expects "
                      f"{kernel.shape[2]}")
-  stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
-  output_padding, dilation = _pair(output_padding, "output_padding"), _pair(dilation, "dilation")
+  stride, padding = as_pair(stride, "stride"), as_pair(padding, "padding")
+  output_padding = as_pair(output_padding, "output_padding")
+  dilation = as_pair(dilation, "dilation")
   pads = []
   for axis in range(2):
     s, p, op, d, k = (stride[axis], padding[axis], output_padding[axis], dilation[axis],

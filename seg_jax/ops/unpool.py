@@ -16,16 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seg_jax.ops.spatial import as_pair
+
 IntOrPair = Union[int, Sequence[int]]
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-  if isinstance(value, (int, np.integer)):
-    value = (value, value)
-  value = tuple(int(v) for v in value)
-  if len(value) != 2:
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-  return value
 
 
 def _check_nhwc(x: jax.Array, fn: str) -> None:
@@ -36,7 +29,7 @@ def _check_nhwc(x: jax.Array, fn: str) -> None:
 def unpool_nearest(x: jax.Array, factor: IntOrPair = 2) -> jax.Array:
   """Nearest-neighbour unpooling: ``[[1, 2], [3, 4]]`` -> each value fills a 2x2 block."""
   _check_nhwc(x, "unpool_nearest")
-  fh, fw = _pair(factor, "factor")
+  fh, fw = as_pair(factor, "factor")
   if min(fh, fw) < 1:
     raise ValueError(f"unpool_nearest factor must be >= 1, got {factor}")
   return jnp.repeat(jnp.repeat(x, fh, axis=1), fw, axis=2)
@@ -48,7 +41,7 @@ def unpool_bed_of_nails(x: jax.Array, factor: IntOrPair = 2) -> jax.Array:
   ``[[1, 2], [3, 4]]`` -> ``[[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]]``.
   """
   _check_nhwc(x, "unpool_bed_of_nails")
-  fh, fw = _pair(factor, "factor")
+  fh, fw = as_pair(factor, "factor")
   if min(fh, fw) < 1:
     raise ValueError(f"unpool_bed_of_nails factor must be >= 1, got {factor}")
   n, h, w, c = x.shape
@@ -74,8 +67,8 @@ def max_pool_with_argmax(x: jax.Array, window: IntOrPair = 2, stride: IntOrPair 
   overlap), as in PyTorch; ``jax.lax.reduce_window`` max would split it across ties.
   """
   _check_nhwc(x, "max_pool_with_argmax")
-  (kh, kw), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
-  ph, pw = _pair(padding, "padding")
+  (kh, kw), (sh, sw) = as_pair(window, "window"), as_pair(stride, "stride")
+  ph, pw = as_pair(padding, "padding")
   if min(kh, kw, sh, sw) < 1:
     raise ValueError(f"max_pool_with_argmax needs window, stride >= 1; got {window}, {stride}")
   if not (0 <= ph <= kh // 2 and 0 <= pw <= kw // 2):
@@ -146,7 +139,7 @@ def max_unpool(x: jax.Array, indices: jax.Array, output_size: Sequence[int]) -> 
     raise ValueError(f"max_unpool: indices shape {indices.shape} != x shape {x.shape}")
   if not jnp.issubdtype(indices.dtype, jnp.integer):
     raise ValueError(f"max_unpool: indices must be integers, got {indices.dtype}")
-  out_h, out_w = _pair(output_size, "output_size")
+  out_h, out_w = as_pair(output_size, "output_size")
   if min(out_h, out_w) < 1:
     raise ValueError(f"max_unpool output_size must be positive, got {output_size}")
   return _max_unpool(x, indices, out_h, out_w)

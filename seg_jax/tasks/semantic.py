@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seg_jax import losses, metrics, visualize
+from seg_jax.ops.spatial import center_crop
 
 Batch = dict[str, Any]
 
@@ -44,8 +45,7 @@ def crop_labels_to(labels: jax.Array, spatial_shape) -> jax.Array:
     return labels
   if out_h > height or out_w > width:
     raise ValueError(f"model output {out_h}x{out_w} is larger than the labels {height}x{width}")
-  top, left = (height - out_h) // 2, (width - out_w) // 2
-  return labels[:, top:top + out_h, left:left + out_w]
+  return center_crop(labels, (out_h, out_w))
 
 
 def _has_batch_stats(batch_stats) -> bool:
