@@ -25,7 +25,7 @@ import sys
 from absl import app, flags
 
 import experiments
-from experiments import cli
+from experiments import cli, configs
 from seg_jax.benchmarks import compare
 
 SUITES = ("train", "convs", "patch", "tiling", "matching", "style")
@@ -60,12 +60,15 @@ def torch_python() -> str | None:
   return sys.executable if importlib.util.find_spec("torch") else None
 
 
-def run_train_suite() -> None:
+def check_flags() -> None:
   for name, flag, low in (("rounds", _ROUNDS, 2), ("batch", _BATCH, 1), ("size", _SIZE, 1),
                           ("steps", _STEPS, 1), ("warmup", _WARMUP, 1),
                           ("num_classes", _NUM_CLASSES, 1)):
     if flag.value < low:
       cli.fail(f"--{name} must be >= {low}, got {flag.value}")
+
+
+def run_train_suite() -> None:
   python = torch_python() if _TORCH.value else None
   if _TORCH.value and python is None:
     print("torch is not importable here: JAX rounds only (pass --torch_python=/path/to/venv/"
@@ -86,7 +89,8 @@ def run_train_suite() -> None:
 
 
 def main(argv) -> None:
-  del argv
+  configs.start_cli(argv)
+  check_flags()
   suites = SUITES if _SUITE.value == "all" else (_SUITE.value,)
   for suite in suites:
     load = compare.load_average()
@@ -103,4 +107,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(cli.guarded(main))
+  app.run(cli.guarded(main), flags_parser=configs.parse_flags_or_exit)

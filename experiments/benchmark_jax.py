@@ -12,7 +12,7 @@ import json
 from absl import app, flags
 import ml_collections
 
-from experiments import cli
+from experiments import cli, configs
 from experiments.configs import shapes_base
 from seg_jax.benchmarks import train_step
 
@@ -40,7 +40,7 @@ def benchmark_config(model: str, *, batch: int, size: int, width: float) -> ml_c
 
 
 def main(argv):
-  del argv
+  configs.start_cli(argv)
   for name, flag in (("batch", _BATCH), ("size", _SIZE), ("num_classes", _NUM_CLASSES)):
     if flag.value < 1:
       cli.fail(f"--{name} must be >= 1, got {flag.value}")
@@ -54,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(cli.guarded(main))
+  app.run(cli.guarded(main), flags_parser=configs.parse_flags_or_exit)

@@ -11,7 +11,7 @@ import json
 
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, configs
 from seg_jax.benchmarks import torch_reference
 
 _MODEL = flags.DEFINE_string("model", "unet", "unet, fcn32s, fcn16s or fcn8s.")
@@ -25,7 +25,7 @@ _THREADS = flags.DEFINE_integer("threads", 0, "torch threads (0: the CPUs of the
 
 
 def main(argv):
-  del argv
+  configs.start_cli(argv)
   for name, flag in (("batch", _BATCH), ("size", _SIZE), ("num_classes", _NUM_CLASSES)):
     if flag.value < 1:
       cli.fail(f"--{name} must be >= 1, got {flag.value}")
@@ -37,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(cli.guarded(main))
+  app.run(cli.guarded(main), flags_parser=configs.parse_flags_or_exit)

@@ -1,6 +1,6 @@
 """In-graph Hungarian matching vs the scipy host matcher.
 
-Run ``python -m seg_jax.benchmarks.matching``.
+Run ``python -m experiments.benchmark_matching [--queries=100 --targets=10,50 --batch=8]``.
 
 Times one DETR-sized matching step: a batch of ``(queries, targets)`` cost matrices that
 live on the device. The in-graph path is ``jit(vmap(hungarian_matching))``; the host path
@@ -11,9 +11,9 @@ after warm-up.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -56,21 +56,16 @@ def benchmark(queries: int, targets: int, batch: int, repeats: int = 20,
   return _median_seconds(run_in_graph, repeats), _median_seconds(run_scipy, repeats)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--queries", type=int, default=100)
-  parser.add_argument("--targets", type=int, nargs="+", default=[10, 50])
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--repeats", type=int, default=20)
-  args = parser.parse_args()
+def run(queries: int = 100, targets: Sequence[int] = (10, 50), batch: int = 8,
+        repeats: int = 20) -> list[tuple[float, float]]:
+  """Prints one row per target count; returns (in-graph s, scipy s) per row."""
   print(f"backend={jax.default_backend()} devices={jax.device_count()}")
   print(f"{'queries':>7} {'targets':>7} {'batch':>5} {'in-graph ms':>12} {'scipy ms':>10} "
         f"{'in-graph/scipy':>15}")
-  for targets in args.targets:
-    graph_s, scipy_s = benchmark(args.queries, targets, args.batch, args.repeats)
-    print(f"{args.queries:>7} {targets:>7} {args.batch:>5} {graph_s * 1e3:>12.3f} "
-          f"{scipy_s * 1e3:>10.3f} {graph_s / scipy_s:>15.2f}")
-
-
-if __name__ == "__main__":
-  main()
+  rows = []
+  for count in targets:
+    graph_s, scipy_s = benchmark(queries, count, batch, repeats)
+    rows.append((graph_s, scipy_s))
+    print(f"{queries:>7} {count:>7} {batch:>5} {graph_s * 1e3:>12.3f} "
+          f"{scipy_s * 1e3:>10.3f} {graph_s / scipy_s:>15.2f}", flush=True)
+  return rows

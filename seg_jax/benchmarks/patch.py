@@ -1,6 +1,6 @@
 """Patch classifier: naive patch-by-patch segmentation vs. shared fully convolutional evaluation.
 
-``python -m seg_jax.benchmarks.patch [--sizes 64,128] [--patch_size 15] [--width 1.0]``
+``python -m experiments.benchmark_patch [--sizes=64,128] [--patch_size=15] [--width=1.0]``
 
 Both evaluations give the same logits (printed as max |difference|); the dense one shares
 the convolutions of overlapping patches, so its cost grows with the image area instead of
@@ -9,7 +9,6 @@ area x patch area. Compilation is excluded (one warm-up call each).
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Sequence
 
@@ -59,19 +58,3 @@ def run(sizes: Sequence[int] = (64, 128), *, patch_size: int = 15, width: float 
     print(f"{size:>4}x{size:<4} {size * size:>7} {t_naive:>12.3f} {t_dense:>9.4f} "
           f"{row['speedup']:>8.1f}x {row['max_abs_diff']:>10.2e}")
   return rows
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sizes", default="64,128")
-  parser.add_argument("--patch_size", type=int, default=15)
-  parser.add_argument("--width", type=float, default=1.0)
-  parser.add_argument("--batch_size", type=int, default=2048)
-  parser.add_argument("--repeats", type=int, default=1)
-  args = parser.parse_args(argv)
-  run([int(s) for s in args.sizes.split(",")], patch_size=args.patch_size, width=args.width,
-      batch_size=args.batch_size, repeats=args.repeats)
-
-
-if __name__ == "__main__":
-  main()

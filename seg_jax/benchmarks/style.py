@@ -1,4 +1,4 @@
-"""Gatys style transfer speed: optimiser iterations/s (``python -m seg_jax.benchmarks.style``).
+"""Gatys style transfer speed: optimiser iterations/s (``python -m experiments.benchmark_style``).
 
 Times the jitted pixel-optimisation step of :mod:`seg_jax.style.gatys` (VGG19 width 1,
 random weights, default layers) at several sizes for L-BFGS and Adam, after a warm-up that
@@ -11,10 +11,9 @@ gradient evaluations per second are reported too.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
-from typing import Optional
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -148,37 +147,26 @@ def bench_torch(optimizer: str, size: int, steps: int, warmup: int, depth: int =
   return {"it_s": steps / seconds, "evals_s": evals[0] / seconds, "loss": value.item()}
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sizes", default="256,512")
-  parser.add_argument("--optimizers", default="lbfgs,adam")
-  parser.add_argument("--steps", type=int, default=5, help="timed steps per case")
-  parser.add_argument("--warmup", type=int, default=2, help="untimed steps (incl. compile)")
-  parser.add_argument("--depth", type=int, default=19)
-  parser.add_argument("--no_torch", action="store_true")
-  args = parser.parse_args(argv)
+def run(sizes: Sequence[int] = (256, 512), optimizers: Sequence[str] = ("lbfgs", "adam"), *,
+        steps: int = 5, warmup: int = 2, depth: int = 19, with_torch: bool = True) -> None:
+  """Prints one line per (size, optimizer): JAX it/s and evals/s, and PyTorch's if wanted."""
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-    have_torch = not args.no_torch
+    import torch  # pylint: disable=g-import-not-at-top  # optional: the comparison only
+    have_torch = with_torch
   except ImportError:
     have_torch = False
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}" +
         (f"; torch {torch.__version__} ({torch.get_num_threads()} threads)" if have_torch
          else "; torch not importable: JAX only"))
-  print(f"VGG{args.depth} width 1, random weights; {args.steps} timed steps after "
-        f"{args.warmup} warm-up steps")
-  for size in (int(s) for s in args.sizes.split(",")):
-    for optimizer in args.optimizers.split(","):
-      ours = bench_jax(optimizer, size, args.steps, args.warmup, args.depth)
+  print(f"VGG{depth} width 1, random weights; {steps} timed steps after {warmup} warm-up steps")
+  for size in sizes:
+    for optimizer in optimizers:
+      ours = bench_jax(optimizer, size, steps, warmup, depth)
       line = (f"{size}px {optimizer:5s} jax   {ours['it_s']:7.3f} it/s  "
               f"{ours['evals_s']:7.3f} evals/s  (warm-up+compile {ours['warmup_s']:.1f}s)")
       if have_torch:
-        theirs = bench_torch(optimizer, size, args.steps, args.warmup, args.depth)
+        theirs = bench_torch(optimizer, size, steps, warmup, depth)
         line += (f" | torch {theirs['it_s']:7.3f} it/s  {theirs['evals_s']:7.3f} evals/s"
                  f" | jax/torch it/s {ours['it_s'] / theirs['it_s']:.2f}")
       print(line, flush=True)
-
-
-if __name__ == "__main__":
-  main()

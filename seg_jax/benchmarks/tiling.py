@@ -1,6 +1,6 @@
 """Peak memory of overlap-tile inference does not grow with the image (apart from its output).
 
-``python -m seg_jax.benchmarks.tiling [--sizes 1000,4000] [--tile 256] [--margin 32]``
+``python -m experiments.benchmark_tiling [--sizes=1000,4000] [--tile=256] [--margin=32]``
 
 Each size runs in a fresh subprocess: build a small same-padded U-Net, compile and warm up
 on one batch, create the uint8 image, then reset the resident-set high-water mark
@@ -12,14 +12,13 @@ the output array. Flat "minus output" columns mean memory is bounded by the tile
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
 import sys
 import time
 import tracemalloc
-from typing import Optional, Sequence
+from typing import Sequence
 
 from seg_jax.weights import IMAGENET_MEAN, IMAGENET_STD
 
@@ -44,6 +43,11 @@ def _reset_rss_high_water() -> bool:
     return True
   except OSError:
     return False
+
+
+# A fresh interpreter per size (its own RSS high-water mark) runs _child and prints JSON.
+_CHILD_PROGRAM = ("import json, sys; from seg_jax.benchmarks import tiling; "
+                  "print(json.dumps(tiling._child(**json.loads(sys.argv[1]))))")
 
 
 def _child(size: int, tile: int, margin: int, batch_size: int, width: float, depth: int,
@@ -96,9 +100,9 @@ def run(sizes: Sequence[int] = (1000, 4000), *, tile: int = 256, margin: int = 3
   print(f"{'size':>10} {'tiles':>6} {'time s':>7} {'output MB':>10} {'RSS growth':>11} "
         f"{'-output':>8} {'numpy peak':>11} {'-output':>8} {'JAX live':>9}")
   for size in sizes:
-    cmd = [sys.executable, "-m", "seg_jax.benchmarks.tiling", "--child", str(size),
-           "--tile", str(tile), "--margin", str(margin), "--batch_size", str(batch_size),
-           "--width", str(width), "--depth", str(depth)] + (["--argmax"] if argmax else [])
+    settings = dict(size=size, tile=tile, margin=margin, batch_size=batch_size, width=width,
+                    depth=depth, argmax=argmax)
+    cmd = [sys.executable, "-c", _CHILD_PROGRAM, json.dumps(settings)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     rows.append(row)
@@ -110,26 +114,3 @@ def run(sizes: Sequence[int] = (1000, 4000), *, tile: int = 256, margin: int = 3
   if rows and not rows[0]["hwm_reset"]:
     print("note: could not reset the RSS high-water mark; RSS growth is ru_maxrss growth")
   return rows
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sizes", default="1000,4000")
-  parser.add_argument("--tile", type=int, default=256)
-  parser.add_argument("--margin", type=int, default=32)
-  parser.add_argument("--batch_size", type=int, default=4)
-  parser.add_argument("--width", type=float, default=0.125)
-  parser.add_argument("--depth", type=int, default=3)
-  parser.add_argument("--argmax", action="store_true")
-  parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
-  args = parser.parse_args(argv)
-  if args.child is not None:
-    print(json.dumps(_child(args.child, args.tile, args.margin, args.batch_size, args.width,
-                            args.depth, args.argmax)))
-    return
-  run([int(s) for s in args.sizes.split(",")], tile=args.tile, margin=args.margin,
-      batch_size=args.batch_size, width=args.width, depth=args.depth, argmax=args.argmax)
-
-
-if __name__ == "__main__":
-  main()
