@@ -26,6 +26,8 @@ STAGE_CHANNELS = (64, 128, 256, 512, 512)
 
 
 def _scaled(channels: int, width: float) -> int:
+  # seg_jax.layers.scale_channels, restated: importing it would load jax into the PyTorch
+  # worker and inflate its peak RSS (tests/experiments/test_benchmark.py compares the twins).
   return max(1, int(round(channels * width)))
 
 

@@ -182,3 +182,35 @@ def test_cli_bad_flags_are_one_line(args, message):
   result = _cli(*args)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == message
+
+
+def _twin_shapes_hwio(twin, torch) -> list[tuple]:
+  """Parameter shapes of a PyTorch module in our layout (kernels HWIO)."""
+  shapes = []
+  for module in twin.modules():
+    for param_name, param in module.named_parameters(recurse=False):
+      shape = tuple(param.shape)
+      if param_name == "weight" and isinstance(module, torch.nn.Conv2d):
+        shape = (shape[2], shape[3], shape[1], shape[0])  # (O, I, H, W)
+      elif param_name == "weight" and isinstance(module, torch.nn.ConvTranspose2d):
+        shape = (shape[2], shape[3], shape[0], shape[1])  # (I, O, H, W)
+      shapes.append(shape)
+  return sorted(shapes)
+
+
+@pytest.mark.parametrize("name", ["unet", "fcn8s"])
+def test_torch_twins_have_our_layers(name):
+  """Same parameter shapes and output shape as the seg_jax model the benchmark builds."""
+  torch = pytest.importorskip("torch")
+  # Imported here: the module imports torch, which is optional (skipped above without it).
+  from seg_jax.benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  config = benchmark_config(name, batch=1, size=32, width=0.125)
+  model = loop.build_model(config, 5)
+  images = jnp.zeros((1, 32, 32, 3))
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  ours = sorted(tuple(x.shape) for x in jax.tree.leaves(variables["params"]))
+  twin = torch_reference.build(name, num_classes=5, width=0.125)
+  assert _twin_shapes_hwio(twin, torch) == ours
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  with torch.no_grad():
+    assert tuple(twin.eval()(torch.zeros(1, 3, 32, 32)).shape) == (1, 5, *out.shape[1:3])
