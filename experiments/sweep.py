@@ -10,7 +10,6 @@ Final scores go to ``WORKDIR/results.csv``, ``results.md`` and a mean-IU bar cha
 
 from __future__ import annotations
 
-import ast
 import csv
 import itertools
 import os
@@ -56,38 +55,9 @@ def variant_name(assignment: dict[str, str]) -> str:
   return ",".join(f"{key.split('.')[-1]}={value}" for key, value in assignment.items()) or "base"
 
 
-def _convert(current, raw: str):
-  """Parses ``raw`` like the field it replaces (bool/int/float/str; literals otherwise)."""
-  if isinstance(current, bool):
-    if raw.lower() not in ("true", "false", "1", "0"):
-      raise ValueError(f"expected a bool, got {raw!r}")
-    return raw.lower() in ("true", "1")
-  if isinstance(current, int):
-    return int(raw)
-  if isinstance(current, float):
-    return float(raw)
-  if isinstance(current, str):
-    return raw
-  try:
-    return ast.literal_eval(raw)
-  except (ValueError, SyntaxError):
-    return raw
-
-
 def apply_assignment(config, assignment: dict[str, str]):
-  """A copy of ``config`` with the dotted ``KEY=value`` pairs set (unknown keys -> ValueError)."""
-  config = config.copy_and_resolve_references()
-  config.unlock()
-  for key, raw in assignment.items():
-    node, parts = config, key.split(".")
-    for part in parts[:-1]:
-      if part not in node:
-        raise ValueError(f"unknown config field {key!r}")
-      node = node[part]
-    if parts[-1] not in node:
-      raise ValueError(f"unknown config field {key!r}")
-    node[parts[-1]] = _convert(node[parts[-1]], raw)
-  return config
+  """A copy of ``config`` with ``{KEY: value}`` set as ``--config.KEY=value`` would set it."""
+  return configs.apply_overrides(config, [f"{key}={value}" for key, value in assignment.items()])
 
 
 def train_commands(config_arg: str, overrides: list[str], workdir: str,

@@ -1,14 +1,21 @@
 """Experiment configs: one ``get_config(arg=None)`` per file, selected by ``--config=NAME[:ARG]``.
 
 Also the small command-line helpers the entry points share: resolving a config NAME to its
-file (``--config=unet_shapes`` == ``--config=experiments/configs/unet_shapes.py``) and
-turning flag errors into one-line messages.
+file (``--config=unet_shapes`` == ``--config=experiments/configs/unet_shapes.py``), turning
+flag errors into one-line messages, and :func:`apply_overrides` (``a.b=value`` strings parsed
+as ``--config.a.b=value`` is, for sweeps and tests).
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
+from typing import Any, Mapping, Sequence, Union
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+from ml_collections.config_flags.config_flags import UnsupportedOperationError
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,7 +55,6 @@ def resolve_config_argv(argv: list[str], flag: str = "config") -> list[str]:
 
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
   """An ``absl.app.run`` flags parser: NAME resolution and one-line errors (exit code 2)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   try:
     return flags.FLAGS(resolve_config_argv(argv))
   except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
@@ -74,7 +80,6 @@ def _describe(error: Exception, argv: list[str]) -> str:
 def start_cli(argv: list[str]) -> None:
   """Shared start of every entry point: no stray arguments, and WARNING-level logs unless
   ``--verbosity`` is given (orbax and TFDS are chatty at INFO)."""
-  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
@@ -83,5 +88,70 @@ def start_cli(argv: list[str]) -> None:
 
 def default_workdir(prefix: str = "") -> str:
   """``/tmp/seg_jax/<prefix><config name>`` for the parsed ``--config`` flag."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   return os.path.join("/tmp/seg_jax", prefix + config_name(flags.FLAGS["config"].config_filename))
+
+
+def _check_field(config, key: str) -> None:
+  node = config
+  for part in key.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      raise ValueError(f"unknown config field {key!r}")
+    node = node[part]
+
+
+def _parse_override(config, key: str, raw: str):
+  """``config`` with ``key`` set from the string ``raw`` by ml_collections' own flag parsing
+  (the parsers behind ``--config.key=raw``), or a Python literal for field types those
+  parsers do not cover (None and list fields; a non-literal stays a string)."""
+  argv = ["apply_overrides", f"--config.{key}={raw}"]
+  flag_values = flags.FlagValues()
+  try:  # the override is parsed while the flag is defined, and again by the call
+    config_flags.DEFINE_config_dict("config", config, flag_values=flag_values,
+                                    lock_config=False, sys_argv=argv)
+    flag_values(argv)
+  except UnsupportedOperationError:
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    _set(config, key, value)
+    return config
+  except flags.Error as e:
+    raise ValueError(f"config field {key!r}: cannot parse {raw!r} ({e})") from e
+  return flag_values["config"].value
+
+
+def _set(config, key: str, value) -> None:
+  *parents, leaf = key.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  try:
+    node[leaf] = value
+  except TypeError as e:
+    raise ValueError(f"config field {key!r}: cannot set {value!r} ({e})") from e
+
+
+def apply_overrides(config, overrides: Union[Sequence[str], Mapping[str, Any]]):
+  """A copy of ``config`` with dotted fields replaced, in order.
+
+  ``overrides`` is either ``['a.b=value', ...]``, each string parsed exactly as the command
+  line parses ``--config.a.b=value`` (see :func:`_parse_override`), or a mapping
+  ``{'a.b': value}`` of Python values set as given. An unknown field, a string without
+  ``=`` or a value of the wrong type is a ValueError naming the field.
+  """
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  if isinstance(overrides, Mapping):
+    for key, value in overrides.items():
+      _check_field(config, key)
+      _set(config, key, value)
+    return config
+  for item in overrides:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+      raise ValueError(f"config override must look like KEY=VALUE, got {item!r}")
+    _check_field(config, key)
+    config = _parse_override(config, key, raw)
+  return config

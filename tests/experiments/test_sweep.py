@@ -9,7 +9,7 @@ import jax
 import pytest
 
 from experiments import sweep
-from experiments.configs import shapes_base
+from experiments.configs import apply_overrides, shapes_base
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -30,6 +30,27 @@ def test_grid_and_commands():
   assert changed.seed == 3 and changed.optimizer.learning_rate == 0.5 and config.seed == 0
   with pytest.raises(ValueError, match="unknown config field 'model.nope'"):
     sweep.apply_assignment(config, {"model.nope": "1"})
+
+
+def test_apply_overrides_parses_like_the_command_line():
+  config = shapes_base.get_config()
+  changed = apply_overrides(config, [
+      "model.width=1", "optimizer.nesterov=false", "data.image_size=48",
+      "init_weights_scopes=('conv1_1', 'conv1_2')", "loss.class_weights=[1.0, 2.5]",
+      "init_weights=/tmp/run"])
+  assert changed.model.width == 1.0 and isinstance(changed.model.width, float)
+  assert changed.optimizer.nesterov is False and changed.data.image_size == 48
+  assert changed.init_weights_scopes == ("conv1_1", "conv1_2")  # None fields: a literal
+  assert changed.loss.class_weights == [1.0, 2.5] and changed.init_weights == "/tmp/run"
+  assert config.model.width == 0.25 and config.init_weights is None  # the input is unchanged
+  typed = apply_overrides(config, {"seed": 5, "loss.class_weights": [0.5] * 5})
+  assert typed.seed == 5 and typed.loss.class_weights == [0.5] * 5
+  for bad, match in ((["seed=x"], "config field 'seed': cannot parse 'x'"),
+                     (["seed"], "KEY=VALUE"), (["optimizer.nope=1"], "unknown config field"),
+                     ({"model.nope": 1}, "unknown config field 'model.nope'"),
+                     (["optimizer.nesterov=maybe"], "optimizer.nesterov")):
+    with pytest.raises(ValueError, match=match):
+      apply_overrides(config, bad)
 
 
 LIGHT_CONFIG = """

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.configs import shapes_base
+from experiments.configs import apply_overrides, shapes_base
 from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import loop
 
@@ -29,13 +29,7 @@ def tiny_config(**overrides):
   config.eval_every = 2
   config.log_every = 1
   config.optimizer.learning_rate = 1e-2
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return apply_overrides(config, overrides)
 
 
 def _checkpoint(workdir, step):
