@@ -46,6 +46,9 @@ _TORCH_PYTHON = flags.DEFINE_string(
     "interpreter if it can import torch).")
 _QUIET_LOAD = flags.DEFINE_float("quiet_load", compare.QUIET_LOAD,
                                  "1-minute load at or above which a round is flagged.")
+_SETTLE = flags.DEFINE_float("settle_seconds", 90.0, "Wait up to this long before each round "
+                             "for the load to fall below --quiet_load (the previous round lifts "
+                             "it); 0: do not wait.")
 
 # Workers run from the checkout that holds this package, whatever the caller's directory.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(experiments.__file__)))
@@ -63,9 +66,11 @@ def torch_python() -> str | None:
 def check_flags() -> None:
   for name, flag, low in (("rounds", _ROUNDS, 2), ("batch", _BATCH, 1), ("size", _SIZE, 1),
                           ("steps", _STEPS, 1), ("warmup", _WARMUP, 1),
-                          ("num_classes", _NUM_CLASSES, 1)):
+                          ("num_classes", _NUM_CLASSES, 1), ("settle_seconds", _SETTLE, 0)):
     if flag.value < low:
       cli.fail(f"--{name} must be >= {low}, got {flag.value}")
+  if _WIDTH.value <= 0:
+    cli.fail(f"--width must be > 0, got {_WIDTH.value}")
 
 
 def run_train_suite() -> None:
@@ -83,7 +88,8 @@ def run_train_suite() -> None:
       _MODELS.value, rounds=_ROUNDS.value,
       jax_command=[sys.executable, "-m", "experiments.benchmark_jax"],
       torch_command=[python, "-m", "experiments.benchmark_torch"] if python else None,
-      settings=settings, quiet_load=_QUIET_LOAD.value, cwd=ROOT,
+      settings=settings, quiet_load=_QUIET_LOAD.value,
+      settle_seconds=_SETTLE.value, cwd=ROOT,
       out=lambda line: print(line, flush=True))
   print("\n" + compare.table(rows), flush=True)
 

@@ -7,6 +7,9 @@ rounds alternate ``jax, torch, jax, torch, ...`` so a load change on the machine
 sides, and neither framework shares its process (threads, allocator, caches) with the
 other. Before and after every round the 1-minute load average is printed; before a round
 whose load is at least ``quiet_load`` a line ``WARNING: machine not quiet ...`` is printed.
+A round keeps one core busy for its duration, which alone lifts the 1-minute load by up to
+~0.6 for the next one: with ``settle_seconds`` each round first waits (up to that long) for
+the load to fall below ``quiet_load``.
 """
 
 from __future__ import annotations
@@ -60,10 +63,21 @@ def run_worker(command: Sequence[str], args: Sequence[str], cwd: Optional[str] =
   return result
 
 
+def wait_for_quiet(quiet_load: float, max_seconds: float, poll_seconds: float = 5.0,
+                   sleep: Callable[[float], None] = time.sleep) -> Optional[float]:
+  """Polls the 1-minute load until it is below ``quiet_load`` or ``max_seconds`` passed."""
+  waited, load = 0.0, load_average()
+  while load is not None and load >= quiet_load and waited < max_seconds:
+    sleep(poll_seconds)
+    waited += poll_seconds
+    load = load_average()
+  return load
+
+
 def compare(models: Sequence[str], *, rounds: int, jax_command: Sequence[str],
             torch_command: Optional[Sequence[str]], settings: dict,
-            quiet_load: float = QUIET_LOAD, cwd: Optional[str] = None,
-            out: Callable[[str], None] = print) -> list[dict]:
+            quiet_load: float = QUIET_LOAD, settle_seconds: float = 0.0,
+            cwd: Optional[str] = None, out: Callable[[str], None] = print) -> list[dict]:
   """Alternating rounds per model; returns one summary row per model (see :func:`table`).
 
   ``settings`` are passed to both workers as ``--key=value`` flags (batch, size, width,
@@ -82,7 +96,7 @@ def compare(models: Sequence[str], *, rounds: int, jax_command: Sequence[str],
       for side, command in sides:
         if side == "torch" and torch_error:
           continue
-        before = load_average()
+        before = wait_for_quiet(quiet_load, settle_seconds) if settle_seconds else load_average()
         tag = f"round {index}/{rounds} {side:5s} {model}"
         if before is not None and before >= quiet_load:
           out(f"WARNING: machine not quiet: 1-minute load {before:.2f} >= {quiet_load} before "

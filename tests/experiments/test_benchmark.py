@@ -119,6 +119,17 @@ def test_failing_torch_worker_stops_its_rounds_only(tmp_path, monkeypatch):
   assert "unet: torch worker failed:" in compare.table(rows)
 
 
+def test_wait_for_quiet_polls_until_the_load_drops(monkeypatch):
+  _loads(monkeypatch, [0.9, 0.7, 0.4, 0.1])
+  slept = []
+  assert compare.wait_for_quiet(0.5, 60, poll_seconds=5, sleep=slept.append) == 0.4
+  assert slept == [5, 5]
+  _loads(monkeypatch, [0.9, 0.8, 0.7])
+  slept.clear()
+  assert compare.wait_for_quiet(0.5, 10, poll_seconds=5, sleep=slept.append) == 0.7
+  assert slept == [5, 5]  # gave up after max_seconds
+
+
 def test_worker_without_json_is_an_error(tmp_path):
   silent = _script(tmp_path / "silent.py", "print('no json here')\n")
   with pytest.raises(compare.WorkerError, match="last output line is not JSON: 'no json here'"):
