@@ -25,7 +25,8 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (median).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (the first compiles).")
 
 
-def benchmark_config(model: str, *, batch: int, size: int, width: float) -> ml_collections.ConfigDict:
+def benchmark_config(model: str, *, batch: int, size: int,
+                     width: float) -> ml_collections.ConfigDict:
   """A semantic training config for ``model`` as the benchmark times it."""
   config = shapes_base.base_config("shapes")
   config.model = ml_collections.ConfigDict({"name": model, "width": width})

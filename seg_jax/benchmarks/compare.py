@@ -115,6 +115,8 @@ def compare(models: Sequence[str], *, rounds: int, jax_command: Sequence[str],
         results[side].append(result)
         out(f"{tag}: median step {result['step_s']:.3f} s, inference "
             f"{result['infer_s']:.3f} s, peak RSS {_fmt(result.get('rss_mb'), '.0f')} MB"
+            + (f" ({result['rss_start_mb']:.0f} MB before the model)"
+               if result.get("rss_start_mb") is not None else "")
             + (f", XLA memory {result['xla_memory_mb']:.0f} MB"
                if result.get("xla_memory_mb") is not None else "")
             + f"; load after {_fmt(after, '.2f')}")

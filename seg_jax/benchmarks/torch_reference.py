@@ -175,6 +175,7 @@ def time_torch(name: str, *, batch: int, size: int, width: float, num_classes: i
   """
   if steps < 1 or warmup < 1:
     raise ValueError(f"steps and warmup must be >= 1, got steps={steps}, warmup={warmup}")
+  rss_start_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports so far
   model = build(name, num_classes=num_classes, width=width)
   if model is None:
     raise ValueError(f"model {name!r} has no PyTorch twin; twins: unet, fcn32s, fcn16s, fcn8s")
@@ -204,4 +205,5 @@ def time_torch(name: str, *, batch: int, size: int, width: float, num_classes: i
   infer_s = _median_seconds(infer, steps, warmup)
   return {"step_s": step_s, "infer_s": infer_s,
           "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          "rss_start_mb": rss_start_mb,
           "threads": threads, "torch": torch.__version__, "steps": steps, "warmup": warmup}

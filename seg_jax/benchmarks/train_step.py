@@ -5,7 +5,8 @@ builders :mod:`seg_jax.training.loop` uses, wraps :func:`seg_jax.training.step.t
 in the loop's ``JitRunner`` (replicated, donated state; batch sharded on a ``'data'``
 mesh) and times it on one random batch: median step and inference time after warm-up,
 XLA's FLOP count and memory estimate (``compiled.memory_analysis()``: temp + argument +
-output bytes) and the process's peak RSS. ``python -m experiments.benchmark`` runs it in a
+output bytes) and the process's peak RSS (also as it was before the model was built, which
+is mostly the imports). ``python -m experiments.benchmark`` runs it in a
 separate process per round (``experiments.benchmark_jax``), alternating with the PyTorch
 twin. :func:`conv_profile` times the forward, input-gradient and kernel-gradient
 convolutions of a U-Net separately, to show where a train step spends its time.
@@ -90,6 +91,7 @@ def time_train_step(config, num_classes: int, *, steps: int, warmup: int = 2) ->
   """
   if steps < 1 or warmup < 1:
     raise ValueError(f"steps and warmup must be >= 1, got steps={steps}, warmup={warmup}")
+  rss_start_mb = peak_rss_mb()  # imports (jax; TensorFlow/TFDS through the loop) so far
   task = tasks.get_task(config.task)
   model = loop.build_model(config, num_classes)
   tx, _ = optim.create_optimizer(config)
@@ -124,7 +126,7 @@ def time_train_step(config, num_classes: int, *, steps: int, warmup: int = 2) ->
   return {"step_s": step_s, "infer_s": infer_s, "compile_s": compile_s,
           "gflops": None if flops is None else flops / step_s / 1e9,
           "xla_memory_mb": memory["total"] / MB,
-          "xla_memory_bytes": memory, "rss_mb": peak_rss_mb(),
+          "xla_memory_bytes": memory, "rss_mb": peak_rss_mb(), "rss_start_mb": rss_start_mb,
           "steps": steps, "warmup": warmup, "backend": jax.default_backend()}
 
 
