@@ -52,7 +52,8 @@ _CHILD_PROGRAM = ("import json, sys; from seg_jax.benchmarks import tiling; "
 
 def _child(size: int, tile: int, margin: int, batch_size: int, width: float, depth: int,
            argmax: bool) -> dict:
-  import jax
+  # Imported here, in the child only: the parent just starts children and stays free of jax.
+  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp
   import numpy as np
 
