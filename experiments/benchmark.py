@@ -7,9 +7,9 @@ widths, batch and input size). Every round is a separate process (``experiments.
 (``--rounds``, at least 2 each); each prints its median step time and the load average
 before and after, with ``WARNING: machine not quiet`` when the 1-minute load is >= 0.5
 before a round (each round first waits up to ``--settle_seconds`` for the load the previous
-one raised to fall below ``--quiet_load``). The final markdown table has per model the median step and inference
-times, the ratio torch/jax (> 1: JAX is faster), XLA's memory estimate of the step, the
-peak RSS of each worker, the loads and the date. PyTorch runs with ``--torch_python`` (a
+one raised to fall below ``--quiet_load``). The final markdown table has per model the
+median step and inference times, the ratio torch/jax (> 1: JAX is faster), XLA's memory
+estimate of the step, the peak RSS of each worker, the loads and the date. PyTorch runs with ``--torch_python`` (a
 venv with ``torch``), by default this interpreter when it can import torch.
 
 The other suites (``convs``, ``patch``, ``tiling``, ``matching``, ``style``; ``all`` runs
