@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from seg_jax.tasks import semantic
+
 Batch = dict[str, Any]
 
 
@@ -64,10 +66,6 @@ def _check_logits(logits: jax.Array, config) -> int:
   return num_classes
 
 
-def _has_batch_stats(batch_stats) -> bool:
-  return bool(jax.tree_util.tree_leaves(batch_stats))
-
-
 def init_variables(model, rng: jax.Array, batch: Batch) -> dict:
   params_rng, dropout_rng = jax.random.split(rng)
   return dict(model.init({"params": params_rng, "dropout": dropout_rng},
@@ -76,14 +74,7 @@ def init_variables(model, rng: jax.Array, batch: Batch) -> dict:
 
 def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config):
   """Mean sigmoid cross-entropy over the presence targets."""
-  variables = {"params": params}
-  if _has_batch_stats(batch_stats):
-    variables["batch_stats"] = batch_stats
-    logits, updates = model.apply(variables, batch["image"], train=True,
-                                  mutable=["batch_stats"], rngs={"dropout": rng})
-    batch_stats = updates["batch_stats"]
-  else:
-    logits = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+  logits, batch_stats = semantic.train_forward(model, params, batch_stats, batch["image"], rng)
   num_classes = _check_logits(logits, config)
   logits = logits.astype(jnp.float32)
   if _target(config) == "single":

@@ -59,6 +59,18 @@ def init_variables(model, rng: jax.Array, batch: Batch) -> dict:
   return dict(variables)
 
 
+def train_forward(model, params, batch_stats, images: jax.Array, rng: jax.Array):
+  """Training-mode ``model`` output and the updated BatchNorm statistics (unchanged, e.g.
+  ``{}``, for models without BatchNorm); ``rng`` drives dropout. Shared by the image tasks."""
+  variables = {"params": params}
+  if not _has_batch_stats(batch_stats):
+    return model.apply(variables, images, train=True, rngs={"dropout": rng}), batch_stats
+  variables["batch_stats"] = batch_stats
+  output, updates = model.apply(variables, images, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": rng})
+  return output, updates["batch_stats"]
+
+
 def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config):
   """Training-mode cross-entropy over the valid pixels of the batch.
 
@@ -66,14 +78,7 @@ def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config):
   each image's pixel losses and averages over the images (Caffe ``normalize: false``, the
   reference FCN solvers: with their batch of 1 the plain sum).
   """
-  variables = {"params": params}
-  if _has_batch_stats(batch_stats):
-    variables["batch_stats"] = batch_stats
-    logits, updates = model.apply(variables, batch["image"], train=True,
-                                  mutable=["batch_stats"], rngs={"dropout": rng})
-    batch_stats = updates["batch_stats"]
-  else:
-    logits = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+  logits, batch_stats = train_forward(model, params, batch_stats, batch["image"], rng)
   labels = crop_labels_to(batch["label"], logits.shape[1:3])
   loss = losses.pixel_cross_entropy(logits, labels, ignore_index=_ignore_label(config),
                                     class_weights=_class_weights(config),
@@ -134,7 +139,9 @@ palette = visualize.palette  # detection and instance overlays use it from here
 
 def _to_uint8_image(image: np.ndarray, data_config) -> np.ndarray:
   try:
-    from seg_jax.data import denormalize
+    # Optional: seg_jax.data loads TensorFlow on first use; a local import keeps
+    # ``import seg_jax.tasks`` (and predict-only installs) free of it.
+    from seg_jax.data import denormalize  # pylint: disable=g-import-not-at-top
     image = np.asarray(denormalize(image, data_config))
   except (ImportError, AttributeError):
     image = np.asarray(image)
