@@ -1,7 +1,7 @@
 """Tasks: the model-specific pieces the generic training loop needs.
 
-``config.task`` names a module in this package (``semantic``, later ``detection`` and
-``instance``); :func:`get_task` imports it. A task module is a plain module of functions
+``config.task`` names a module in this package (``semantic``, ``classification``,
+``detection``, ``instance``); :func:`get_task` imports it. A task module is a plain module of functions
 (no classes, no registry) that the loop and the pure steps in ``seg_jax.training.step`` call:
 
 ``init_variables(model, rng, batch) -> dict``
@@ -12,7 +12,10 @@
     Training-mode forward pass and scalar loss; ``metrics`` is a dict of scalars that are
     averaged across devices and logged; ``batch_stats`` is the updated BatchNorm state
     (return the input unchanged, e.g. ``{}``, when the model has none). Differentiated with
-    respect to ``params``. ``rng`` is a ``jax.random.key`` (dropout, sampling).
+    respect to ``params``. ``rng`` is a ``jax.random.key`` (dropout, sampling). A task whose
+    ``loss_fn`` also takes ``axis_name=None`` receives the pmap device axis and the undivided
+    step key, and derives per-example keys itself (from global example indices, so pmap
+    equals jit); otherwise the step folds the device index into ``rng``.
 
 ``eval_outputs(model, variables, batch, config) -> dict of arrays``
     Inference-mode statistics of one batch that are *summed* over batches, devices and
