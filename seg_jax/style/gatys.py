@@ -21,7 +21,7 @@ Design notes:
   search at the accepted point are reused by the next step. (On XLA:CPU the gradient of a
   convolution inside the line search's ``while_loop`` currently runs several times slower
   than at top level, so one L-BFGS iteration costs about four Adam steps; see
-  ``python -m seg_jax.benchmarks.style``.)
+  ``python -m experiments.benchmark_style``.)
 * Coarse-to-fine: ``scales=(128, 256)`` with ``size=512`` runs ``steps`` steps at each
   of 128, 256, 512 (longer image side), upsampling the result between stages.
 * ``preserve_color``: luminance-only transfer (Gatys et al. 2016): optimise a one-channel
