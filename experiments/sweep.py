@@ -73,6 +73,7 @@ def train_commands(config_arg: str, overrides: list[str], workdir: str,
 
 def run_sweep(config, assignments: list[dict[str, str]], workdir: str) -> list[dict]:
   """Trains every variant in turn; returns one result row per variant."""
+  # Imported here so that flag and --sweep errors are reported before jax/TF load (slow).
   from seg_jax.training import loop  # pylint: disable=g-import-not-at-top
   rows = []
   for assignment in assignments:

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seg_jax.layers import Conv, ConvBNReLU, conv_bn_relu, scale_channels
+from seg_jax.layers import Conv, ConvBNReLU, ConvTranspose, conv_bn_relu, scale_channels
+from seg_jax.ops import unpool, upsample
 
 Dtype = Any
 
@@ -215,7 +216,6 @@ class EncoderDecoder(nn.Module):
     return scale_channels(self.base_features * 2**stage, self.width)
 
   def _upsample(self, x, indices, size, stage):
-    from seg_jax.ops import unpool, upsample  # written alongside; imported when used
     if self.upsampling == "nearest":
       return unpool.unpool_nearest(x, 2)
     if self.upsampling == "bed_of_nails":
@@ -224,7 +224,6 @@ class EncoderDecoder(nn.Module):
       return unpool.max_unpool(x, indices, output_size=size)
     if self.upsampling == "bilinear":
       return upsample.resize_bilinear(x, size)
-    from seg_jax.layers import ConvTranspose
     return ConvTranspose(x.shape[-1], kernel_size=4, strides=2, padding=1, bilinear_init=True,
                          dtype=self.dtype, name=f"up{stage}_transposed")(x)
 
@@ -251,8 +250,7 @@ class EncoderDecoder(nn.Module):
         x = block(x, self._features(s), f"down{s}_conv{i}")
       size = x.shape[1:3]
       if self.upsampling == "max_unpool":
-        from seg_jax.ops.unpool import max_pool_with_argmax
-        x, indices = max_pool_with_argmax(x, window=2, stride=2)
+        x, indices = unpool.max_pool_with_argmax(x, window=2, stride=2)
       else:
         x, indices = nn.max_pool(x, (2, 2), strides=(2, 2)), None
       pooled_from.append((indices, size))

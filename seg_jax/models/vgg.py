@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seg_jax.layers import Conv, conv_bn_relu, scale_channels
-from seg_jax.ops.unpool import max_unpool
+from seg_jax.ops.unpool import max_pool_with_argmax, max_unpool
 
 Dtype = Any
 
@@ -97,7 +97,6 @@ def vgg_features(x: jax.Array, *, depth: int = 16, width: float = 1.0, num_stage
     if pooling == "avg":
       x = nn.avg_pool(x, (2, 2), (2, 2))
     elif with_argmax:
-      from seg_jax.ops.unpool import max_pool_with_argmax  # pylint: disable=g-import-not-at-top
       x, indices = max_pool_with_argmax(x, window=2, stride=2)
       taps[f"pool{stage}_indices"] = indices
     elif ceil_mode:

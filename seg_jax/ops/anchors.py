@@ -55,8 +55,3 @@ def generate_anchors(image_size: Sequence[int], feature_sizes: Sequence[Sequence
     base = base_anchors(level_sizes, level_ratios)[None]
     levels.append((shifts + base).reshape(-1, 4))
   return np.concatenate(levels, axis=0)
-
-
-def num_anchors_per_location(sizes: Sequence[Sequence[float]],
-                             aspect_ratios: Sequence[Sequence[float]]) -> list[int]:
-  return [len(s) * len(r) for s, r in zip(sizes, aspect_ratios)]

@@ -4,12 +4,16 @@
 ``encode_boxes`` / ``decode_boxes`` are the Faster R-CNN box coder
 (torchvision ``BoxCoder``: widths are ``x2 - x1``, default weights (10, 10, 5, 5),
 log-size deltas clamped at ``log(1000/16)`` when decoding).
+
+Shapes are asserted with chex (AssertionError): pairwise functions on boxes that are not
+``(N, 4)`` would otherwise broadcast silently into a wrong-shaped matrix.
 """
 
 from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -22,6 +26,7 @@ def box_area(boxes: jax.Array) -> jax.Array:
 
 
 def _intersection_union(boxes1, boxes2):
+  chex.assert_shape([boxes1, boxes2], (None, 4))
   area1 = box_area(boxes1)
   area2 = box_area(boxes2)
   top_left = jnp.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
@@ -69,6 +74,8 @@ def clip_boxes(boxes: jax.Array, height, width) -> jax.Array:
 def encode_boxes(reference: jax.Array, proposals: jax.Array,
                  weights=(10.0, 10.0, 5.0, 5.0)) -> jax.Array:
   """Regression targets ``(dx, dy, dw, dh)`` taking ``proposals`` to ``reference``."""
+  chex.assert_axis_dimension(reference, -1, 4)
+  chex.assert_axis_dimension(proposals, -1, 4)
   wx, wy, ww, wh = weights
   pw = proposals[..., 2] - proposals[..., 0]
   ph = proposals[..., 3] - proposals[..., 1]
@@ -85,6 +92,8 @@ def encode_boxes(reference: jax.Array, proposals: jax.Array,
 def decode_boxes(deltas: jax.Array, boxes: jax.Array,
                  weights=(10.0, 10.0, 5.0, 5.0)) -> jax.Array:
   """Applies ``deltas (..., 4)`` to ``boxes (..., 4)``; inverse of :func:`encode_boxes`."""
+  chex.assert_axis_dimension(deltas, -1, 4)
+  chex.assert_axis_dimension(boxes, -1, 4)
   wx, wy, ww, wh = weights
   widths = boxes[..., 2] - boxes[..., 0]
   heights = boxes[..., 3] - boxes[..., 1]

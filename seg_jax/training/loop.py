@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import itertools
-import json
 import math
 import os
 import time
@@ -28,7 +28,7 @@ from absl import logging
 
 from seg_jax import charts
 from seg_jax import data as data_lib
-from seg_jax import tasks
+from seg_jax import models, tasks
 from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import init_weights as init_lib
 from seg_jax.training import logging as log_lib
@@ -61,11 +61,9 @@ def build_model(config, num_classes: int, bn_axis_name: Optional[str] = None):
   name = kwargs.pop("name")
   kwargs.setdefault("num_classes", num_classes)
   if ":" in name:
-    import importlib  # pylint: disable=g-import-not-at-top
     module_name, class_name = name.split(":")
     model = getattr(importlib.import_module(module_name), class_name)(**kwargs)
   else:
-    from seg_jax import models  # pylint: disable=g-import-not-at-top
     model = models.get_model(name, **kwargs)
   fields = {f.name for f in dataclasses.fields(model)}
   dtype_name = config.get("dtype", "float32") or "float32"
@@ -379,10 +377,6 @@ def evaluate(config, workdir: str, step: Optional[int] = None) -> dict[str, Any]
     return setup.evaluate(state, step, writer)
   finally:
     writer.close()
-
-
-def config_to_dict(config) -> dict:
-  return json.loads(config.to_json_best_effort())
 
 
 def predict_eval_split(config, workdir: str,

@@ -1,8 +1,10 @@
 """Box primitives against brute-force numpy and round trips."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from seg_jax.ops import (box_area, box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh,
                          clip_boxes, decode_boxes, encode_boxes, generalized_box_iou)
@@ -32,6 +34,30 @@ def test_iou_and_giou_match_bruteforce():
   np.testing.assert_allclose(np.asarray(generalized_box_iou(a, b)), want[..., 1],
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(float(box_iou(a, b)[1, 2]), 1.0, rtol=1e-6)
+
+
+class PairwiseVariantsTest(chex.TestCase):
+  """box_iou / generalized_box_iou give the brute-force numbers with and without jit."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_pairwise_with_and_without_jit(self):
+    rng = np.random.default_rng(1)
+    a, b = _random_boxes(rng, 4), _random_boxes(rng, 3)
+    want = np.array([[_iou_giou(x, y) for y in b] for x in a], np.float64)
+    np.testing.assert_allclose(self.variant(box_iou)(a, b), want[..., 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(self.variant(generalized_box_iou)(a, b), want[..., 1],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [box_iou, generalized_box_iou])
+def test_pairwise_rejects_boxes_that_would_broadcast(fn):
+  boxes = _random_boxes(np.random.default_rng(2), 3)
+  with pytest.raises(AssertionError):
+    fn(boxes[None], boxes)  # a batch axis: (1, 3, 4) would broadcast to a wrong shape
+  with pytest.raises(AssertionError):
+    fn(boxes, boxes[:, :3])  # three coordinates
+  with pytest.raises(AssertionError):
+    decode_boxes(np.zeros((3, 5), np.float32), boxes)
 
 
 def test_area_clip_and_format_round_trip():

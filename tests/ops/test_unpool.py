@@ -1,5 +1,6 @@
 """Unpooling ops against the lecture's examples and numpy loop references."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,6 +121,21 @@ def test_round_trip_under_outer_jit():
   np.testing.assert_array_equal(np.asarray(pooled), want_pooled)
   np.testing.assert_array_equal(np.asarray(idx), want_idx)
   np.testing.assert_array_equal(np.asarray(unpooled), unpool_reference(want_pooled, want_idx, 7, 5))
+
+
+class UnpoolVariantsTest(chex.TestCase):
+  """Pool-with-argmax and unpool give the loop references with and without jit."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_round_trip_with_and_without_jit(self):
+    x = np.random.default_rng(6).normal(size=(1, 5, 6, 2)).astype(np.float32)
+    pooled, idx = self.variant(lambda a: max_pool_with_argmax(a, 2, 2))(x)
+    want_pooled, want_idx = pool_reference(x, 2, 2, 0)
+    np.testing.assert_array_equal(np.asarray(pooled), want_pooled)
+    np.testing.assert_array_equal(np.asarray(idx), want_idx)
+    unpooled = self.variant(lambda p, i: max_unpool(p, i, (5, 6)))(pooled, idx)
+    np.testing.assert_array_equal(np.asarray(unpooled),
+                                  unpool_reference(want_pooled, want_idx, 5, 6))
 
 
 def test_max_unpool_duplicate_indices_last_write_wins():
