@@ -29,9 +29,6 @@ STAGE_CHANNELS = (64, 128, 256, 512, 512)
 FC_FEATURES = 4096
 TORCHVISION_POOL_SIZE = (7, 7)
 
-# The width rule under its older name, still imported by vgg_weights.py and style/gatys.py.
-scaled = scale_channels
-
 
 def check_depth(depth: int) -> None:
   if depth not in STAGE_LAYERS:

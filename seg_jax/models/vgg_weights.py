@@ -27,8 +27,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from seg_jax.layers import scale_channels
 from seg_jax.models.vgg import (FC_FEATURES, STAGE_CHANNELS, STAGE_LAYERS, check_depth,
-                                convolutionalize, scaled)
+                                convolutionalize)
 from seg_jax.weights import read_state_dict
 
 Params = dict[str, Any]
@@ -83,7 +84,7 @@ def vgg_variables_from_state_dict(state: Mapping[str, np.ndarray], *, depth: int
   stats: Params = {}
   cin = 3
   for name, index in vgg_feature_indices(depth, batch_norm).items():
-    cout = scaled(STAGE_CHANNELS[int(name[4]) - 1], width)
+    cout = scale_channels(STAGE_CHANNELS[int(name[4]) - 1], width)
     what = f"VGG{depth} {name}"
     kernel = reader.get(f"features.{index}.weight", (cout, cin, 3, 3), what)
     bias = reader.get(f"features.{index}.bias", (cout,), what)
@@ -112,7 +113,7 @@ def vgg_variables_from_state_dict(state: Mapping[str, np.ndarray], *, depth: int
 
 def _classifier_params(reader: _Reader, cin: int, width: float,
                        num_classes: Optional[int]) -> Params:
-  hidden = scaled(FC_FEATURES, width)
+  hidden = scale_channels(FC_FEATURES, width)
   if "pre_logits.fc1.weight" in reader.state:  # timm
     fc6 = reader.get("pre_logits.fc1.weight", (hidden, cin, 7, 7), "fc6")
     fc7 = reader.get("pre_logits.fc2.weight", (hidden, hidden, 1, 1), "fc7")[:, :, 0, 0]

@@ -42,7 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from seg_jax.models.vgg import STAGE_CHANNELS, STAGE_LAYERS, VGG, scaled, vgg_tap_names
+from seg_jax.layers import scale_channels
+from seg_jax.models.vgg import STAGE_CHANNELS, STAGE_LAYERS, VGG, vgg_tap_names
 from seg_jax.style.losses import (content_loss, gram_matrix, match_luminance, rgb_to_yiq,
                                   style_loss, total_variation_loss, yiq_to_rgb)
 
@@ -320,7 +321,7 @@ def _activation_floats(config: StyleConfig, height: int, width: int) -> int:
   deepest = max(taps.index(name) for name in config.content_layers + config.style_layers)
   total, h, w, index = 0, height, width, 0
   for stage, layers in enumerate(STAGE_LAYERS[config.depth]):
-    channels = scaled(STAGE_CHANNELS[stage], config.width)
+    channels = scale_channels(STAGE_CHANNELS[stage], config.width)
     for _ in range(2 * layers):  # conv, relu
       if index > deepest:
         return total
