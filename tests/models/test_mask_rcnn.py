@@ -1,17 +1,21 @@
-"""Mask R-CNN: matcher/sampler/targets pieces, mask pasting, shapes and a jitted train step."""
+"""Mask R-CNN: matcher/sampler/targets pieces, mask pasting, shapes and a jitted train step;
+the RoI operator choice (align / align_legacy / pool) and Faster R-CNN (no mask head)."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from seg_jax.losses.mask_rcnn import mask_rcnn_loss
 from seg_jax.models import get_model
-from seg_jax.models.roi_heads import paste_masks, roi_targets
+from seg_jax.models.roi_heads import paste_masks, pool_rois, roi_targets
 from seg_jax.models.rpn import match_boxes, sample_balanced
+from seg_jax.ops import roi_align_batched, roi_pool
+from seg_jax.tasks import instance
 
 
 def test_match_boxes_thresholds_and_low_quality():
@@ -135,3 +139,44 @@ def test_rejects_bad_image_size():
   model = get_model("mask_rcnn", **TINY)
   with pytest.raises(ValueError, match="multiples of 32"):
     jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 48, 40, 3))))
+
+
+@pytest.mark.parametrize("roi_op,with_mask", [("align", True), ("align_legacy", True),
+                                              ("pool", True), ("align", False)])
+def test_roi_op_traces_and_trains_a_step(roi_op, with_mask, fast_compile):
+  model = get_model("mask_rcnn", **TINY, roi_op=roi_op, with_mask=with_mask)
+  batch = _batch()
+  config = ml_collections.ConfigDict({"model": {"num_classes": 4, "with_mask": with_mask},
+                                      "loss": {}})
+  variables = model.init(jax.random.key(0), jnp.asarray(batch["image"][:1]), train=False)
+  assert ("mask_head" in variables["params"]) == with_mask
+  out = jax.eval_shape(functools.partial(instance.predict, model, config=config), variables,
+                       batch)
+  assert ("masks" in out) == with_mask and out["boxes"].shape == (2, 5, 4)
+
+  @jax.jit
+  def step(params):
+    grad_fn = jax.value_and_grad(instance.loss_fn, argnums=1, has_aux=True)
+    return grad_fn(model, params, variables["batch_stats"], batch, jax.random.key(1), config)
+
+  (loss, (terms, _)), grads = step(variables["params"])
+  assert ("loss_mask" in terms) == with_mask and len(terms) == 4 + with_mask
+  assert np.isfinite(float(loss))
+  box_head_grad = grads["box_head"]["fc6"]["kernel"]
+  assert float(jnp.abs(box_head_grad).sum()) > 0  # the pooled features reach the loss
+
+
+def test_pool_rois_dispatches_to_the_ops():
+  rng = np.random.default_rng(0)
+  feature = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+  boxes = jnp.asarray([[[1, 2, 9, 7], [0, 0, 16, 16]], [[3, 3, 5, 12], [4, 1, 7, 2]]],
+                      jnp.float32)
+  pooled = pool_rois(feature, boxes, 3, roi_op="pool", spatial_scale=0.5)
+  want = roi_pool(feature, boxes.reshape(4, 4), jnp.array([0, 0, 1, 1]), 3, spatial_scale=0.5)
+  np.testing.assert_array_equal(pooled.reshape(4, 3, 3, 3), want)
+  for op, aligned in (("align", True), ("align_legacy", False)):
+    np.testing.assert_array_equal(
+        pool_rois(feature, boxes, 3, roi_op=op, spatial_scale=0.5),
+        roi_align_batched(feature, boxes, 3, spatial_scale=0.5, aligned=aligned))
+  with pytest.raises(ValueError, match="roi_op"):
+    pool_rois(feature, boxes, 3, roi_op="warp", spatial_scale=0.5)
