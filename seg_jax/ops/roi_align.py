@@ -89,6 +89,16 @@ def _output_size(output_size) -> tuple[int, int]:
   return (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
 
 
+def _check_roi_inputs(op: str, features, boxes, box_indices) -> None:
+  """One-line errors for the shared ``(features, boxes, box_indices)`` contract."""
+  if features.ndim != 4:
+    raise ValueError(f"{op}: features must be (N,H,W,C), got {features.shape}")
+  if boxes.ndim != 2 or boxes.shape[-1] != 4:
+    raise ValueError(f"{op}: boxes must be (K,4), got {boxes.shape}")
+  if box_indices.shape != boxes.shape[:1]:
+    raise ValueError(f"{op}: box_indices must be ({boxes.shape[0]},), got {box_indices.shape}")
+
+
 def roi_align(features: jax.Array, boxes: jax.Array, box_indices: jax.Array,
               output_size: Union[int, Sequence[int]], *, spatial_scale: float = 1.0,
               sampling_ratio: int = 2, aligned: bool = True,
@@ -107,13 +117,7 @@ def roi_align(features: jax.Array, boxes: jax.Array, box_indices: jax.Array,
     aligned: pixel-centre alignment (-0.5 shift); ``False`` = legacy Mask R-CNN.
     max_adaptive_samples: static bound for the adaptive mode.
   """
-  if features.ndim != 4:
-    raise ValueError(f"roi_align: features must be (N,H,W,C), got {features.shape}")
-  if boxes.ndim != 2 or boxes.shape[-1] != 4:
-    raise ValueError(f"roi_align: boxes must be (K,4), got {boxes.shape}")
-  if box_indices.shape != boxes.shape[:1]:
-    raise ValueError(f"roi_align: box_indices must be ({boxes.shape[0]},), "
-                     f"got {box_indices.shape}")
+  _check_roi_inputs("roi_align", features, boxes, box_indices)
   oh, ow = _output_size(output_size)
   _, height, width, _ = features.shape
   dtype = features.dtype if jnp.issubdtype(features.dtype, jnp.floating) else jnp.float32
@@ -232,13 +236,7 @@ def roi_pool(features: jax.Array, boxes: jax.Array, box_indices: jax.Array,
   ``(K, oh, ow, C)`` values; the output is one gather at the argmax, which carries the
   gradient.
   """
-  if features.ndim != 4:
-    raise ValueError(f"roi_pool: features must be (N,H,W,C), got {features.shape}")
-  if boxes.ndim != 2 or boxes.shape[-1] != 4:
-    raise ValueError(f"roi_pool: boxes must be (K,4), got {boxes.shape}")
-  if box_indices.shape != boxes.shape[:1]:
-    raise ValueError(f"roi_pool: box_indices must be ({boxes.shape[0]},), "
-                     f"got {box_indices.shape}")
+  _check_roi_inputs("roi_pool", features, boxes, box_indices)
   oh, ow = _output_size(output_size)
   if not (0 < oh < 128 and 0 < ow < 128):
     raise ValueError(f"roi_pool: output_size must be in 1..127, got {output_size}")
