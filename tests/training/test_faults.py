@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments.configs import apply_overrides
 from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import loop
 from seg_jax.training import workdir as workdir_lib
@@ -52,14 +53,7 @@ def get_config(arg=None):
 def tiny_config(**overrides):
   namespace = {}
   exec(CONFIG_SOURCE, namespace)  # pylint: disable=exec-used
-  config = namespace["get_config"]()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return apply_overrides(namespace["get_config"](), overrides)
 
 
 def _state(workdir, step):
