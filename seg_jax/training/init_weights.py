@@ -125,7 +125,7 @@ def _layers(names: list[str]) -> str:
   """'params/conv1_1/kernel', 'params/conv1_1/bias', ... -> 'conv1_1, conv1_2, ...' (short)."""
   layers = []
   for name in names:
-    layer = name.split(" ")[0].split("/")[1]
+    layer = name.split("/")[1]
     if layer not in layers:
       layers.append(layer)
   text = ", ".join(layers[:12])
