@@ -22,11 +22,11 @@ RUN_ROOT = "/tmp/seg_jax"
 
 def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
   options = shapes_base.parse_arg(arg)
-  unknown = options - {"runlocal", "atonce"}
-  if unknown or ("atonce" in options and variant != "8s"):
-    raise ValueError(f"unknown config option(s) {sorted(unknown or {'atonce'})} for "
-                     f"fcn{variant}_shapes; known: runlocal" + (", atonce" if variant == "8s"
-                                                                else ""))
+  known = {"runlocal", "atonce"} if variant == "8s" else {"runlocal"}
+  unknown = options - known
+  if unknown:
+    raise ValueError(f"unknown config option(s) {sorted(unknown)} for fcn{variant}_shapes; "
+                     f"known: {', '.join(sorted(known))}")
   config = shapes_base.base_config("shapes")
   config.model = ml_collections.ConfigDict({
       "name": f"fcn{variant}", "width": 0.125, "dropout_rate": 0.0, "freeze_upsampling": "all",
