@@ -34,6 +34,7 @@ from tqdm import tqdm
 from seg_jax import coco_eval, inference, tasks, visualize
 from seg_jax.data import builders, pipeline
 from seg_jax.training import checkpoint as checkpoint_lib
+from seg_jax.training import config as config_lib
 from seg_jax.training import loop
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -48,12 +49,19 @@ def _tuples(value):
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with (``workdir/config.json``, written by the loop)."""
+  """The config a run was trained with (``workdir/config.json``, written by the loop).
+
+  Laid over ``base_config`` of its dataset and task, so a run saved before a field existed
+  gets that field's default (the value the code used then).
+  """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"no config.json in {workdir}; pass --config=NAME")
   with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+    saved = _tuples(json.load(f))
+  config = config_lib.base_config(saved["data"]["name"], saved["task"])
+  config.update(saved)
+  return config
 
 
 def restore_variables(workdir: str, step: Optional[int] = None,
@@ -92,15 +100,14 @@ class Predictor:
 
   @property
   def resize(self) -> str:
-    return str(self.config.data.get("resize", "none") or "none")
+    return str(self.config.data.resize)
 
   def window_normalization(self) -> Optional[dict]:
     """``predict_tiled``'s ``mean``/``std`` for uint8 windows (None for Caffe inputs)."""
     data = self.config.data
-    if data.get("preprocessing", "torchvision") == "caffe":
+    if data.preprocessing == "caffe":
       return None
-    return {"mean": tuple(data.get("mean", pipeline.IMAGENET_MEAN)),
-            "std": tuple(data.get("std", pipeline.IMAGENET_STD))}
+    return {"mean": tuple(data.mean), "std": tuple(data.std)}
 
   def normalize(self, image: np.ndarray) -> np.ndarray:
     """uint8 RGB -> the network's float32 input, as ``seg_jax.data.pipeline.normalize``."""

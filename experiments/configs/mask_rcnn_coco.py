@@ -28,17 +28,17 @@ Run: ``python -m experiments.train --config=mask_rcnn_coco --workdir=/tmp/mask_r
 
 import ml_collections
 
-from experiments.configs import shapes_base
+from experiments.configs import _options
 from seg_jax.data import default_data_config
+from seg_jax.training.config import base_config
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  config = shapes_base.base_config("shapes")
+  config = base_config("coco_instances", task="instance")
   config.data = default_data_config(
       "coco_instances", task="instances", image_size=1344, resize="shorter_side",
       min_sizes=(640, 672, 704, 736, 768, 800), max_size=1333, max_instances=100,
       augmentation={"scale_range": (1.0, 1.0), "flip": True, "crop": True})
-  config.task = "instance"
   config.model = ml_collections.ConfigDict({
       "name": "mask_rcnn", "num_classes": 80, "backbone_depth": 50, "width": 1.0,
       "frozen_bn": True, "anchor_sizes": ((32,), (64,), (128,), (256,), (512,)),
@@ -46,25 +46,27 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "roi_batch_size": 512,
       "representation_size": 1024, "mask_channels": 256, "max_detections": 100,
       "roi_op": "align", "sampling_ratio": 0, "with_mask": True})
-  config.loss = ml_collections.ConfigDict({"smooth_l1_beta": 0.0})
+  config.loss.smooth_l1_beta = 0.0  # L1
   config.optimizer.name = "momentum"
   config.optimizer.learning_rate = 0.02
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 1e-4
   # FREEZE_AT=2: the stem (conv1, bn1) and res2 (layer1) get no updates.
   config.optimizer.lr_multipliers = {"^backbone/(conv1|bn1|layer1_)": 0.0}
-  config.schedule = ml_collections.ConfigDict({
-      "name": "steps", "warmup_steps": 1000, "boundaries": (60000, 80000),
-      "decay_factor": 0.1, "end_value": 0.0, "power": 0.9})
+  config.schedule.name = "steps"
+  config.schedule.warmup_steps = 1000
+  config.schedule.boundaries = (60000, 80000)
+  config.schedule.decay_factor = 0.1
   config.batch_size = 16
   config.num_train_steps = 90000
   config.log_every = 100
   config.eval_every = 10000
   config.checkpoint_every = 5000
+  config.keep_checkpoints = 2
   config.eval_score_bins = 1000
   config.init_weights = None  # ImageNet ResNet-50 file: must be provided (see docstring)
-  config = shapes_base.finish(config, arg)
-  if "runlocal" in shapes_base.parse_arg(arg):
+  config = _options.finish(config, arg)
+  if "runlocal" in _options.parse_arg(arg):
     config.data.update({"image_size": 64, "min_sizes": (32, 48), "max_size": 64})
     config.data.max_instances = 8
     config.schedule.boundaries = (3,)

@@ -13,9 +13,7 @@ from experiments.configs import shapes_base
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  config = shapes_base.base_config("shapes")
-  config.task = "instance"
-  config.data.task = "instances"
+  config = shapes_base.base_config("shapes", task="instance")  # data.task='instances'
   config.data.max_instances = 8
   config.model = ml_collections.ConfigDict({
       "name": "mask_rcnn", "num_classes": 4, "backbone_depth": 18, "width": 0.25,
@@ -24,7 +22,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       "rpn_pre_nms_top_n_test": 256, "rpn_post_nms_top_n_test": 64, "roi_batch_size": 64,
       "representation_size": 256, "mask_channels": 32, "max_detections": 16,
       "roi_op": "align", "with_mask": True})
-  config.loss = ml_collections.ConfigDict({})
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.grad_clip_norm = 10.0

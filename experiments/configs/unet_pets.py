@@ -6,11 +6,12 @@ README); ``runlocal`` shrinks everything.
 
 import ml_collections
 
-from experiments.configs import shapes_base
+from experiments.configs import _options
+from seg_jax.training.config import base_config
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  config = shapes_base.base_config("oxford_iiit_pet")
+  config = base_config("oxford_iiit_pet")
   config.model = ml_collections.ConfigDict(
       {"name": "unet", "width": 0.5, "depth": 4, "padding": "same", "upsampling": "transposed"})
   config.optimizer.name = "adam"
@@ -22,7 +23,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.log_every = 100
   config.eval_every = 2000
   config.checkpoint_every = 1000
-  config = shapes_base.finish(config, arg)
-  if "runlocal" in shapes_base.parse_arg(arg):
+  config.keep_checkpoints = 2
+  config = _options.finish(config, arg)
+  if "runlocal" in _options.parse_arg(arg):
     config.data.image_size = 64
   return config

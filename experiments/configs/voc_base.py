@@ -26,8 +26,9 @@ import os
 
 import ml_collections
 
-from experiments.configs import shapes_base
+from experiments.configs import _options
 from seg_jax import pretrained
+from seg_jax.training.config import base_config
 
 # Where `python -m experiments.fetch_weights` puts them (~/.cache/seg_jax/): the Caffe VGG-16
 # of the reference FCNs (a state-dict conversion in torchvision's key layout, as safetensors)
@@ -42,12 +43,12 @@ OPTIONS = ("runlocal", "torchvision")
 
 
 def fcn_voc_config(variant: str, arg=None) -> ml_collections.ConfigDict:
-  options = shapes_base.parse_arg(arg)
+  options = _options.parse_arg(arg)
   unknown = options - set(OPTIONS)
   if unknown:
     raise ValueError(f"unknown config option(s) {sorted(unknown)}; known: {', '.join(OPTIONS)}")
   torchvision = "torchvision" in options
-  config = shapes_base.base_config("voc_segmentation")
+  config = base_config("voc_segmentation")
   config.data.builder_config = "fcn"
   config.data.resize = "original"  # data.image_size is then unused
   config.data.augmentation = {"scale_range": (1.0, 1.0), "flip": False, "crop": False}
@@ -69,13 +70,14 @@ def fcn_voc_config(variant: str, arg=None) -> ml_collections.ConfigDict:
   config.log_every = 20
   config.eval_every = 4000
   config.checkpoint_every = 4000
+  config.keep_checkpoints = 2
   if variant == "32s":
     config.init_weights = TORCHVISION_VGG16 if torchvision else CAFFE_VGG16
   else:
     config.init_weights = os.path.join(RUNS_DIR, PREVIOUS_STAGE[variant] +
                                        ("_torchvision" if torchvision else ""))
   if "runlocal" in options:
-    shapes_base.apply_runlocal(config)
+    _options.apply_runlocal(config)
     config.batch_size = 1
     config.init_weights = ""
   return config

@@ -30,7 +30,7 @@ Batch = dict[str, Any]
 
 
 def _ignore_label(config) -> int:
-  return int(config.data.get("ignore_label", 255))
+  return int(config.data.ignore_label)
 
 
 def presence_targets(labels: jax.Array, num_classes: int, ignore_label: int) -> jax.Array:
@@ -41,8 +41,7 @@ def presence_targets(labels: jax.Array, num_classes: int, ignore_label: int) -> 
 
 
 def _target(config) -> str:
-  section = config.get("classification", None)
-  target = section.get("target", "single") if section is not None else "single"
+  target = config.classification.target
   if target not in ("single", "presence"):
     raise ValueError(f"classification.target must be 'single' or 'presence', got {target!r}")
   return target

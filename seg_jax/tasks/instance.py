@@ -32,14 +32,6 @@ Batch = dict[str, Any]
 PREDICTION_KEYS = ("boxes", "scores", "classes", "valid", "masks", "mask_box_probs")
 
 
-def _with_mask(config) -> bool:
-  return bool(config.model.get("with_mask", True))
-
-
-def _kinds(config) -> tuple[str, ...]:
-  return ("box", "mask") if _with_mask(config) else ("box",)
-
-
 def init_variables(model, rng: jax.Array, batch: Batch) -> dict:
   return dict(model.init({"params": rng}, jnp.asarray(batch["image"]), train=False))
 
@@ -54,7 +46,7 @@ def global_image_index(batch_size: int, axis_name: Optional[str]) -> jax.Array:
 
 def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config,
             axis_name: Optional[str] = None):
-  """Sum of the RPN, box-head (and mask) losses (weights from ``config.loss``, default 1).
+  """Sum of the RPN, box-head (and mask) losses, weighted by ``config.loss.loss_*``.
 
   ``rng`` is the step key, the same on every device; ``axis_name`` the pmap axis or None.
   """
@@ -62,11 +54,9 @@ def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config,
   targets = dict(batch, image_index=global_image_index(batch["image"].shape[0], axis_name))
   outputs, updates = model.apply(variables, batch["image"], train=True, targets=targets,
                                  rngs={"sampling": rng}, mutable=["batch_stats"])
-  weights = dict(config.get("loss", None) or {})
-  weights = {k: float(v) for k, v in weights.items() if k.startswith("loss_") and v is not None}
-  beta = (config.get("loss", None) or {}).get("smooth_l1_beta", None)
+  weights = {k: float(v) for k, v in config.loss.items() if k.startswith("loss_")}
   loss, terms = mask_rcnn_loss(outputs, weights, axis_name=axis_name,
-                               beta=1.0 / 9 if beta is None else float(beta))
+                               beta=float(config.loss.smooth_l1_beta))
   return loss, (terms, updates.get("batch_stats", batch_stats))
 
 
@@ -101,7 +91,7 @@ def instance_statistics(det: dict, batch: Batch, num_classes: int,
 def eval_outputs(model, variables, batch: Batch, config) -> dict:
   det = predict(model, variables, batch, config)
   return instance_statistics(det, batch, int(config.model.num_classes),
-                             int(config.get("eval_score_bins", 1000) or 1000))
+                             int(config.eval_score_bins))
 
 
 def finalize_eval(summed: dict, info: dict, config) -> dict:

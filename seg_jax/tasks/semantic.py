@@ -22,19 +22,17 @@ Batch = dict[str, Any]
 
 
 def _ignore_label(config) -> int:
-  return int(config.data.get("ignore_label", 255))
+  return int(config.data.ignore_label)
 
 
 def _class_weights(config) -> Optional[jax.Array]:
-  loss_config = config.get("loss", None)
-  weights = loss_config.get("class_weights", None) if loss_config is not None else None
+  weights = config.loss.class_weights  # None: every class weighs 1
   return None if weights is None else jnp.asarray(weights, jnp.float32)
 
 
 def _loss_reduction(config) -> str:
-  """``config.loss.reduction``: 'mean' over valid pixels (default) or 'sum' (see loss_fn)."""
-  loss_config = config.get("loss", None)
-  return (loss_config.get("reduction", None) if loss_config is not None else None) or "mean"
+  """``config.loss.reduction``: 'mean' over valid pixels or 'sum' (see loss_fn)."""
+  return config.loss.reduction
 
 
 def crop_labels_to(labels: jax.Array, spatial_shape) -> jax.Array:

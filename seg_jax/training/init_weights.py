@@ -145,7 +145,7 @@ def format_report(report: dict[str, list[str]], source_name: str) -> str:
 def load_init_weights(config, params, batch_stats=None, *, verbose: bool = True):
   """Loads ``config.init_weights`` into the variables; returns ``(params, batch_stats)``."""
   batch_stats = {} if batch_stats is None else batch_stats
-  path = config.get("init_weights", None)
+  path = config.init_weights
   if not path:
     return params, batch_stats
   path = os.path.expanduser(path)
@@ -156,7 +156,7 @@ def load_init_weights(config, params, batch_stats=None, *, verbose: bool = True)
   name = fields.pop("name")
   if os.path.isdir(path):
     source = models.adapt_transferred(name, checkpoint_variables(path), target)
-    scopes = config.get("init_weights_scopes", None)
+    scopes = config.init_weights_scopes
     variables, report = transfer(source, target, scopes=scopes, source_name=path)
     if verbose and jax.process_index() == 0:
       print(format_report(report, path), flush=True)

@@ -66,7 +66,7 @@ def build_model(config, num_classes: int, bn_axis_name: Optional[str] = None):
   else:
     model = models.get_model(name, **kwargs)
   fields = {f.name for f in dataclasses.fields(model)}
-  dtype_name = config.get("dtype", "float32") or "float32"
+  dtype_name = config.dtype
   if dtype_name not in _DTYPES:
     raise ValueError(f"unknown dtype {dtype_name!r}; use one of {', '.join(_DTYPES)}")
   if dtype_name != "float32":
@@ -84,7 +84,7 @@ class _Setup:
   def __init__(self, config):
     sharding.maybe_initialize_distributed(config)
     self.config = config
-    parallelism = config.get("parallelism", "jit")
+    parallelism = config.parallelism
     # Checked first: a bad batch size fails in a second, not after the dataset is built.
     self.batch_size = config.batch_size
     self.local_batch_size = sharding.check_batch_size(self.batch_size, parallelism)
@@ -115,7 +115,7 @@ class _Setup:
   def init_state(self, batch: dict) -> TrainState:
     """Initial state (identical on every process: it depends on the seed only)."""
     state = self.fresh_state(batch)
-    if self.config.get("init_weights", None):
+    if self.config.init_weights:
       params, batch_stats = init_lib.load_init_weights(self.config, state.params,
                                                         state.batch_stats)
       state = state.replace(params=params, batch_stats=batch_stats,
@@ -138,7 +138,7 @@ class _Setup:
       if batch is None:
         if count >= minimum:
           break
-        batch = _padding_batch(template, int(config.data.get("ignore_label", 255)))
+        batch = _padding_batch(template, int(config.data.ignore_label))
       template, count = batch, count + 1
       first = batch if first is None else first
       outputs = self.runner.host(self.runner.eval(state, self.runner.place_batch(batch)))
@@ -158,7 +158,7 @@ class _Setup:
     return scores
 
   def _write_overlays(self, state, batch, step, writer) -> None:
-    count = int(self.config.get("num_overlays", 4) or 0)
+    count = int(self.config.num_overlays or 0)
     if count <= 0 or batch is None:
       return
     if "valid" in batch:
@@ -246,7 +246,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     setup = _Setup(config)
     _write_config(config, workdir)
     checkpointer = checkpoint_lib.Checkpointer(
-        directory, save_every=config.checkpoint_every, keep=config.get("keep_checkpoints", 3))
+        directory, save_every=config.checkpoint_every, keep=config.keep_checkpoints)
     stop = checkpoint_lib.StopSignal()
     try:
       scores = _train(setup, config, workdir, checkpointer, stop)
@@ -299,9 +299,9 @@ def _train(setup: _Setup, config, workdir: str, checkpointer, stop) -> dict[str,
 def _train_steps(setup: _Setup, config, writer, checkpointer, stop, state, train_iter,
                  start: int) -> dict[str, Any]:
   num_steps = int(config.num_train_steps)
-  log_every = max(int(config.get("log_every", 50) or 1), 1)
-  eval_every = int(config.get("eval_every", 0) or 0)
-  checkpoint_every = max(int(config.get("checkpoint_every", num_steps) or num_steps), 1)
+  log_every = max(int(config.log_every or 1), 1)
+  eval_every = int(config.eval_every or 0)  # 0: only at the end
+  checkpoint_every = max(int(config.checkpoint_every or num_steps), 1)  # 0: only at the end
   last_checkpoint = start or None
   progress = _progress_bar(num_steps, start, enabled=jax.process_index() == 0)
   pending, pending_start, last_time = [], start, time.time()

@@ -1,7 +1,7 @@
 """Optax optimizers and learning-rate schedules from a config.
 
 ``config.optimizer``: ``name`` ('sgd' | 'momentum' | 'adam' | 'adamw'), ``learning_rate``,
-``momentum``, ``nesterov``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``decay_all`` (False:
+``momentum`` (sgd: 0 = plain SGD; 'momentum' is SGD that requires it > 0), ``nesterov``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``decay_all`` (False:
 no decay on biases and normalisation parameters, i.e. on parameters with ndim <= 1),
 ``grad_clip_norm`` (clip by global norm; 0/None = off), ``lr_multipliers`` (a
 ``{path regex: multiplier}`` dict matched with ``re.search`` against 'a/b/kernel' paths,
@@ -14,6 +14,7 @@ optimizer state).
 recipe) multiplies the rate by ``decay_factor`` (0.1) at each of ``boundaries`` (absolute
 steps, warmup included).
 
+Every field is defined, with its default, by ``seg_jax.training.config.base_config``.
 SGD and Adam use coupled (L2) weight decay added to the gradient, as in the FCN/SegNet
 Caffe recipes; AdamW uses decoupled decay.
 """
@@ -31,11 +32,10 @@ Schedule = Callable[[Any], jax.Array]
 
 
 def make_schedule(schedule_config, base_lr: float, total_steps: int) -> Schedule:
-  name = schedule_config.get("name", "constant") if schedule_config is not None else "constant"
-  get = (lambda k, d: schedule_config.get(k, d)) if schedule_config is not None else (
-      lambda k, d: d)
-  warmup = int(get("warmup_steps", 0) or 0)
-  end_value = float(get("end_value", 0.0) or 0.0) * base_lr
+  """The learning rate per step from a ``schedule`` section (all fields as in base_config)."""
+  name = schedule_config.name
+  warmup = int(schedule_config.warmup_steps or 0)
+  end_value = float(schedule_config.end_value or 0.0) * base_lr
   total_steps = max(int(total_steps), 1)
   if name == "constant":
     schedule = optax.constant_schedule(base_lr)
@@ -50,14 +50,14 @@ def make_schedule(schedule_config, base_lr: float, total_steps: int) -> Schedule
     return optax.warmup_cosine_decay_schedule(0.0, base_lr, warmup, max(total_steps, warmup + 1),
                                               end_value=end_value)
   if name in ("poly", "polynomial"):
-    decay = optax.polynomial_schedule(base_lr, end_value, float(get("power", 0.9)),
+    decay = optax.polynomial_schedule(base_lr, end_value, float(schedule_config.power),
                                       max(total_steps - warmup, 1))
     if not warmup:
       return decay
     return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), decay], [warmup])
   if name == "steps":
-    factor = float(get("decay_factor", 0.1))
-    boundaries = sorted(int(b) for b in (get("boundaries", ()) or ()))
+    factor = float(schedule_config.decay_factor)
+    boundaries = sorted(int(b) for b in (schedule_config.boundaries or ()))
     if any(b <= warmup for b in boundaries):
       raise ValueError(f"schedule.boundaries {boundaries} must all exceed warmup_steps={warmup}")
     decay = optax.piecewise_constant_schedule(base_lr, {b - warmup: factor for b in boundaries})
@@ -109,23 +109,24 @@ def _decay_mask(params):
 
 
 def _base_optimizer(opt, schedule: Schedule) -> optax.GradientTransformation:
-  name = opt.get("name", "sgd")
-  weight_decay = float(opt.get("weight_decay", 0.0) or 0.0)
-  mask = None if opt.get("decay_all", False) else _decay_mask
+  name = opt.name
+  weight_decay = float(opt.weight_decay or 0.0)
+  mask = None if opt.decay_all else _decay_mask
   parts = []
   if name in ("sgd", "momentum", "adam"):
     if weight_decay:
       parts.append(optax.add_decayed_weights(weight_decay, mask))
     if name == "adam":
-      parts.append(optax.adam(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
-                              eps=opt.get("eps", 1e-8)))
+      parts.append(optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps))
     else:
-      momentum = opt.get("momentum", 0.9 if name == "momentum" else 0.0)
-      parts.append(optax.sgd(schedule, momentum=momentum or None,
-                             nesterov=bool(opt.get("nesterov", False))))
+      if name == "momentum" and not opt.momentum:
+        raise ValueError(f"optimizer.name='momentum' needs optimizer.momentum > 0, got "
+                         f"{opt.momentum!r} (use name='sgd' for plain SGD)")
+      parts.append(optax.sgd(schedule, momentum=opt.momentum or None,
+                             nesterov=bool(opt.nesterov)))
   elif name == "adamw":
-    parts.append(optax.adamw(schedule, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.999),
-                             eps=opt.get("eps", 1e-8), weight_decay=weight_decay, mask=mask))
+    parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                             weight_decay=weight_decay, mask=mask))
   else:
     raise ValueError(f"unknown optimizer {name!r}; known: sgd, momentum, adam, adamw")
   return optax.chain(*parts)
@@ -134,14 +135,14 @@ def _base_optimizer(opt, schedule: Schedule) -> optax.GradientTransformation:
 def create_optimizer(config) -> tuple[optax.GradientTransformation, Schedule]:
   """``(tx, schedule)`` from ``config.optimizer``, ``config.schedule``, ``num_train_steps``."""
   opt = config.optimizer
-  schedule = make_schedule(config.get("schedule", None), float(opt.learning_rate),
+  schedule = make_schedule(config.schedule, float(opt.learning_rate),
                            int(config.num_train_steps))
   parts = []
-  clip = opt.get("grad_clip_norm", None)
+  clip = opt.grad_clip_norm  # 0 or None: off
   if clip:
     parts.append(optax.clip_by_global_norm(float(clip)))
   parts.append(_base_optimizer(opt, schedule))
-  multipliers = dict(opt.get("lr_multipliers", None) or {})
+  multipliers = dict(opt.lr_multipliers or {})
   if any(float(v) != 1.0 for v in multipliers.values()):
     parts.append(_scale_by_tree(lambda tree: lr_multiplier_tree(tree, multipliers)))
   tx = optax.chain(*parts)

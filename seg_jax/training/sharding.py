@@ -25,9 +25,9 @@ _ENV_PREFIX = "SEG_JAX_"
 
 
 def _setting(config, name: str):
-  """Distributed setting from ``config.distributed.<name>`` or ``$SEG_JAX_<NAME>``."""
-  section = config.get("distributed", None) if config is not None else None
-  value = section.get(name, None) if section is not None else None
+  """Distributed setting from ``config.distributed.<name>`` or, when that is None or empty
+  (or ``config`` is None), ``$SEG_JAX_<NAME>``."""
+  value = None if config is None else config.distributed[name]
   if value in (None, ""):
     value = os.environ.get(_ENV_PREFIX + name.upper()) or None
   return value
