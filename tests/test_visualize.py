@@ -2,13 +2,13 @@
 
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from seg_jax import visualize
 from seg_jax.tasks import semantic
+from seg_jax.training.config import base_config
 
 
 def test_palette_is_the_voc_colour_map():
@@ -69,7 +69,8 @@ def test_save_png_is_atomic_and_keeps_class_indices(tmp_path):
 
 
 def test_semantic_overlays_are_large_titled_and_have_a_legend():
-  config = ml_collections.ConfigDict({"data": {"mean": (0.5,) * 3, "std": (0.25,) * 3}})
+  config = base_config()
+  config.data.update({"mean": (0.5,) * 3, "std": (0.25,) * 3})
   batch = {"image": np.zeros((1, 4, 4, 3), np.float32), "label": np.full((1, 4, 4), 255)}
   batch["label"][0, :2] = 2
   (image,) = semantic.overlays(batch, np.ones((1, 4, 4), np.int32),

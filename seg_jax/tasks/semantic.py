@@ -141,7 +141,7 @@ def _to_uint8_image(image: np.ndarray, data_config) -> np.ndarray:
     # ``import seg_jax.tasks`` (and predict-only installs) free of it.
     from seg_jax.data import denormalize  # pylint: disable=g-import-not-at-top
     image = np.asarray(denormalize(image, data_config))
-  except (ImportError, AttributeError):
+  except ImportError:
     image = np.asarray(image)
   if image.dtype != np.uint8:
     scale = 1.0 if image.max(initial=0.0) > 1.5 else 255.0

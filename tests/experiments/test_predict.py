@@ -8,7 +8,6 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,6 +17,7 @@ from seg_jax import predict, visualize
 from seg_jax.inference import normalize_image
 from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import loop
+from seg_jax.training.config import base_config
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -136,9 +136,8 @@ class FakeInstanceModel(nn.Module):
 
 
 def _fake_predictor():
-  config = ml_collections.ConfigDict({
-      "task": "instance", "data": {"name": "shapes", "image_size": 64, "resize": "none",
-                                   "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}})
+  config = base_config("shapes", task="instance")  # 64 px, resize 'none'
+  config.data.update({"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)})
   model = FakeInstanceModel()
   variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   return predict.Predictor(config, model, variables, ("circle", "square", "triangle", "star"),

@@ -5,7 +5,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -16,6 +15,7 @@ from seg_jax.models.roi_heads import paste_masks, pool_rois, roi_targets
 from seg_jax.models.rpn import match_boxes, sample_balanced
 from seg_jax.ops import roi_align_batched, roi_pool
 from seg_jax.tasks import instance
+from seg_jax.training.config import base_config
 
 
 def test_match_boxes_thresholds_and_low_quality():
@@ -146,8 +146,8 @@ def test_rejects_bad_image_size():
 def test_roi_op_traces_and_trains_a_step(roi_op, with_mask, fast_compile):
   model = get_model("mask_rcnn", **TINY, roi_op=roi_op, with_mask=with_mask)
   batch = _batch()
-  config = ml_collections.ConfigDict({"model": {"num_classes": 4, "with_mask": with_mask},
-                                      "loss": {}})
+  config = base_config(task="instance")  # every loss weight 1, smooth-L1 beta 1/9
+  config.model.update({"num_classes": 4, "with_mask": with_mask})
   variables = model.init(jax.random.key(0), jnp.asarray(batch["image"][:1]), train=False)
   assert ("mask_head" in variables["params"]) == with_mask
   out = jax.eval_shape(functools.partial(instance.predict, model, config=config), variables,

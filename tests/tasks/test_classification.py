@@ -3,16 +3,18 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from seg_jax.tasks import classification
+from seg_jax.training.config import base_config
 
 
 def _config(num_classes=5, target="presence"):
-  return ml_collections.ConfigDict({"data": {"num_classes": num_classes, "ignore_label": 255},
-                                   "classification": {"target": target}})
+  config = base_config(task="classification")  # ignore_label 255
+  config.data.num_classes = num_classes
+  config.classification.target = target
+  return config
 
 
 class FixedLogits(nn.Module):

@@ -66,10 +66,10 @@ def tiny_model(num_classes: int = 3, bn_axis_name=None):
 
 def _instance_setup(name: str, parallelism: str, bn_axis):
   """(task, model, config, tx, batches) for the smallest DETR / Mask R-CNN of the configs."""
-  import ml_collections
   import optax
   from seg_jax import models
   from seg_jax.tasks import detection, instance
+  from seg_jax.training.config import base_config
 
   if name == "detr":
     task = detection
@@ -77,7 +77,6 @@ def _instance_setup(name: str, parallelism: str, bn_axis):
         "detr", num_classes=2, num_queries=5, d_model=16, num_heads=2, num_encoder_layers=1,
         num_decoder_layers=2, dim_feedforward=32, dropout=0.0, backbone_depth=18,
         backbone_width=0.125, frozen_bn=False, feature_level="c4", bn_axis_name=bn_axis)
-    loss = {"eos_coef": 0.1, "aux_loss": True}
   else:
     task = instance
     model = models.get_model(
@@ -86,9 +85,9 @@ def _instance_setup(name: str, parallelism: str, bn_axis):
         rpn_pre_nms_top_n_train=32, rpn_post_nms_top_n_train=16, rpn_pre_nms_top_n_test=32,
         rpn_post_nms_top_n_test=16, roi_batch_size=16, representation_size=32,
         mask_channels=8, max_detections=5, bn_axis_name=bn_axis)
-    loss = {}
-  config = ml_collections.ConfigDict({"parallelism": parallelism, "loss": loss,
-                                      "model": {"num_classes": 2}, "eval_score_bins": 100})
+  config = base_config(task="detection" if name == "detr" else "instance")  # default losses
+  config.update({"parallelism": parallelism, "eval_score_bins": 100})
+  config.model.num_classes = 2
   # SGD, not Adam: Adam would blow float noise in zero-gradient parameters (attention key
   # biases) up to full-size steps that differ between device layouts.
   return task, model, config, optax.sgd(0.01, momentum=0.9), make_instance_batches()
@@ -100,10 +99,10 @@ def train(parallelism: str, num_devices=None, process_slice=None, model_name: st
   ``model_name``: ``tiny`` (BatchNorm segmenter, semantic task), ``detr`` or ``mask_rcnn``.
   """
   import jax
-  import ml_collections
   import optax
   from seg_jax.tasks import semantic
   from seg_jax.training import sharding, state as state_lib, step as step_lib
+  from seg_jax.training.config import base_config
 
   devices = jax.devices()[:num_devices] if num_devices else None
   if parallelism == "pmap":
@@ -111,8 +110,7 @@ def train(parallelism: str, num_devices=None, process_slice=None, model_name: st
   bn_axis = sharding.PMAP_AXIS if parallelism == "pmap" else None
   if model_name == "tiny":
     task, model = semantic, tiny_model(3, bn_axis)
-    config = ml_collections.ConfigDict({"data": {"ignore_label": 255},
-                                        "loss": {"class_weights": None}})
+    config = base_config()
     tx, batches = optax.sgd(0.1, momentum=0.9), make_batches()
   else:
     task, model, config, tx, batches = _instance_setup(model_name, parallelism, bn_axis)

@@ -4,18 +4,21 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from seg_jax import models
 from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import init_weights as init_lib
+from seg_jax.training.config import base_config
 
 
 def _config(path, model=None, **extra):
-  return ml_collections.ConfigDict({"init_weights": str(path),
-                                    "model": model or {"name": "detr"}, **extra})
+  config = base_config()
+  config.init_weights = str(path)
+  config.model = model or {"name": "detr"}
+  config.update(extra)
+  return config
 
 
 def _zeros(tree):

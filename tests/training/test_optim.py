@@ -4,21 +4,28 @@ import importlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from seg_jax.ops.upsample import bilinear_kernel
 from seg_jax.training import optim
+from seg_jax.training.config import base_config
 
 
 def _config(**optimizer):
-  base = {"name": "sgd", "learning_rate": 0.1, "momentum": 0.0, "weight_decay": 0.0,
-          "grad_clip_norm": 0.0, "lr_multipliers": {}}
-  base.update(optimizer)
-  return ml_collections.ConfigDict({"optimizer": base, "schedule": {"name": "constant"},
-                                    "num_train_steps": 10})
+  """The base config (plain SGD, constant rate) at lr 0.1 for 10 steps, with ``optimizer``."""
+  config = base_config()
+  config.optimizer.learning_rate = 0.1
+  config.optimizer.update(optimizer)
+  config.num_train_steps = 10
+  return config
+
+
+def _schedule(**fields):
+  schedule = base_config().schedule
+  schedule.update(fields)
+  return schedule
 
 
 PARAMS = {"backbone": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones((3,))},
@@ -71,20 +78,26 @@ def test_momentum_sgd_matches_reference():
     updates, state = tx.update(grads, state, params)
     params = {"w": params["w"] + updates["w"]}
   np.testing.assert_allclose(params["w"], expected, rtol=1e-6)
+  # name='momentum' is the same SGD; it needs a momentum (the base's 0 is plain SGD).
+  grads = {"w": jnp.array([0.5, 1.0])}
+  same = _update(_config(name="momentum", momentum=0.9), grads, params)
+  np.testing.assert_array_equal(same["w"], _update(config, grads, params)["w"])
+  with pytest.raises(ValueError, match="optimizer.momentum > 0, got 0.0"):
+    optim.create_optimizer(_config(name="momentum"))
 
 
 def test_schedules():
-  poly = optim.make_schedule(ml_collections.ConfigDict({"name": "poly", "power": 0.9}), 1.0, 100)
+  poly = optim.make_schedule(_schedule(name="poly", power=0.9), 1.0, 100)
   for step in (0, 10, 50, 99):
     np.testing.assert_allclose(poly(step), (1 - step / 100) ** 0.9, rtol=1e-5)
-  warm = optim.make_schedule(ml_collections.ConfigDict(
-      {"name": "warmup_cosine", "warmup_steps": 10, "end_value": 0.0}), 2.0, 110)
+  warm = optim.make_schedule(_schedule(name="warmup_cosine", warmup_steps=10, end_value=0.0),
+                             2.0, 110)
   np.testing.assert_allclose([warm(0), warm(5), warm(10), warm(60), warm(110)],
                              [0.0, 1.0, 2.0, 1.0, 0.0], atol=1e-5)
-  cosine = optim.make_schedule(ml_collections.ConfigDict({"name": "cosine"}), 1.0, 100)
+  cosine = optim.make_schedule(_schedule(name="cosine"), 1.0, 100)
   np.testing.assert_allclose(cosine(50), 0.5, rtol=1e-5)
   with pytest.raises(ValueError, match="unknown schedule"):
-    optim.make_schedule(ml_collections.ConfigDict({"name": "step"}), 1.0, 10)
+    optim.make_schedule(_schedule(name="step"), 1.0, 10)
   with pytest.raises(ValueError, match="unknown optimizer"):
     optim.create_optimizer(_config(name="lbfgs2"))
 

@@ -7,7 +7,6 @@ import sys
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -17,9 +16,9 @@ import _training_workers as workers  # noqa: E402
 
 from seg_jax.tasks import get_task, semantic, task_names  # noqa: E402
 from seg_jax.training import loop, state as state_lib, step as step_lib  # noqa: E402
+from seg_jax.training.config import base_config  # noqa: E402
 
-CONFIG = ml_collections.ConfigDict({"data": {"ignore_label": 255},
-                                    "loss": {"class_weights": None}})
+CONFIG = base_config()  # ignore_label 255, unweighted mean cross-entropy
 
 
 def _state(model, tx, batch):
@@ -76,7 +75,8 @@ def test_crop_labels_and_overlays():
   np.testing.assert_array_equal(semantic.crop_labels_to(labels, (2, 4)), labels[:, 2:4, 1:5])
   with pytest.raises(ValueError, match="larger than the labels"):
     semantic.crop_labels_to(labels, (8, 8))
-  config = ml_collections.ConfigDict({"data": {"mean": (0.5,) * 3, "std": (0.25,) * 3}})
+  config = base_config()
+  config.data.update({"mean": (0.5,) * 3, "std": (0.25,) * 3})
   batch = {"image": np.zeros((1, 4, 4, 3), np.float32), "label": np.full((1, 4, 4), 255)}
   (image,) = semantic.overlays(batch, np.ones((1, 4, 4), np.int32), {}, config)
   assert image.dtype == np.uint8 and image.shape[1] >= 3 * 256  # panels upscaled to >= 256 px
@@ -94,8 +94,9 @@ def test_task_lookup_and_model_dtype():
   assert "semantic" in task_names() and get_task("semantic") is semantic
   with pytest.raises(ValueError, match="unknown task 'nope'; known tasks: .*semantic"):
     get_task("nope")
-  config = ml_collections.ConfigDict({"model": {"name": "unet", "depth": 1},
-                                      "dtype": "bfloat16"})
+  config = base_config()
+  config.model.depth = 1
+  config.dtype = "bfloat16"
   model = loop.build_model(config, num_classes=4, bn_axis_name="batch")
   assert model.dtype == jnp.bfloat16 and model.num_classes == 4 and model.bn_axis_name == "batch"
   config.dtype = "float8"

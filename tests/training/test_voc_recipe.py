@@ -8,7 +8,6 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import scipy.io
@@ -19,6 +18,7 @@ from seg_jax import losses
 from seg_jax.tasks import semantic
 from seg_jax.training import init_weights as init_lib
 from seg_jax.training import loop
+from seg_jax.training.config import base_config
 
 CONFIGS = {"32s": fcn32s_voc, "16s": fcn16s_voc, "8s": fcn8s_voc}
 
@@ -83,8 +83,8 @@ def test_summed_loss_is_the_caffe_loss_and_n_times_the_mean():
   labels2 = np.concatenate([labels, rng.integers(0, 4, size=(1, 5, 7))])
   model = _PixelLinear()
   params = model.init(jax.random.key(0), images)["params"]
-  config = ml_collections.ConfigDict({"data": {"ignore_label": 255},
-                                      "loss": {"class_weights": None, "reduction": "sum"}})
+  config = base_config()  # ignore_label 255, no class weights
+  config.loss.reduction = "sum"
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels2)}
   loss, _ = semantic.loss_fn(model, params, {}, batch, jax.random.key(1), config)
   logits2 = np.asarray(model.apply({"params": params}, images))
