@@ -5,6 +5,17 @@ the instance task, ``'masks': int32 (N,H,W)`` (0/1) and ``'classes': int32 (N,)`
 masks travel stacked as channels of one integer tensor, so every geometric step (nearest
 resize, pad, crop, flip) moves them together; boxes are recomputed from the final masks.
 
+Instance examples also get ``pad_mask`` bool (H,W), True where the pixel is padding (the
+content is always at the top left: the flip comes before any padding), for DETR's
+attention and positional encoding. It is the label channel's padding fill, so every step
+that pads marks it; an image that is never padded has an all-False mask.
+
+``resize='detr'`` is DETR's own recipe (``make_coco_transforms`` of facebookresearch/detr):
+flip; shorter side drawn from ``min_sizes`` with DETR's size rule (longer side truncated,
+capped at ``max_size``); with ``crop`` and probability 1/2 first a resize to a shorter side
+from :data:`DETR_CROP_RESIZE_SIZES` and a random crop of :data:`DETR_CROP_RANGE`; then pad
+bottom/right to ``image_size``. Evaluation: shorter side ``max(min_sizes)``.
+
 Randomness is stateless: each random op gets its own seed split from a per-example seed, so
 a pipeline with the same seed yields the same batches.
 """
@@ -14,6 +25,11 @@ from __future__ import annotations
 from seg_jax.data._tf import tf
 
 _PAD = -1  # fill of the stacked label/mask tensor; becomes ignore (label) and 0 (masks)
+RESIZE_MODES = ("none", "longer_side", "shorter_side", "detr", "original")
+# DETR's RandomSelect branch: RandomResize([400, 500, 600]), RandomSizeCrop(384, 600).
+DETR_CROP_RESIZE_SIZES = (400, 500, 600)
+DETR_CROP_RANGE = (384, 600)
+DETR_CROP_PROBABILITY = 0.5
 
 
 def _stack(example: dict) -> tf.Tensor:
@@ -24,16 +40,23 @@ def _stack(example: dict) -> tf.Tensor:
   return tf.concat(parts, axis=-1)
 
 
-def _unstack(example: dict, stacked: tf.Tensor, image: tf.Tensor, ignore_label: int) -> dict:
+def _unstack(example: dict, stacked: tf.Tensor, image: tf.Tensor, ignore_label: int,
+             output_size=None) -> dict:
+  """Inverse of :func:`_stack`; instance examples also get ``pad_mask`` (static
+  ``output_size x output_size`` unless it is None)."""
   label = stacked[..., 0]
   out = dict(example, image=image, label=tf.where(label == _PAD, ignore_label, label))
   if "masks" in example:
     out["masks"] = tf.cast(tf.transpose(stacked[..., 1:], [2, 0, 1]) > 0, tf.int32)
+    pad_mask = label == _PAD
+    if output_size is not None:
+      pad_mask = tf.ensure_shape(pad_mask, [output_size, output_size])
+    out["pad_mask"] = pad_mask
   return out
 
 
-def _resize(image, stacked, size):
-  image = tf.image.resize(image, size, method="bilinear")
+def _resize(image, stacked, size, antialias: bool = False):
+  image = tf.image.resize(image, size, method="bilinear", antialias=antialias)
   stacked = tf.image.resize(stacked, size, method="nearest")
   return image, tf.cast(stacked, tf.int32)
 
@@ -66,8 +89,73 @@ def base_scale(height, width, image_size: int, resize: str, min_size=None,
     return tf.minimum(tf.cast(min_size, tf.float32) / shorter, float(max_size) / longer)
   if resize == "none":
     return tf.constant(1.0)
-  raise ValueError(f"data.resize must be 'none', 'longer_side', 'shorter_side' or 'original', "
-                   f"got {resize!r}")
+  raise ValueError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
+
+
+def detr_size(height, width, size, max_size=None) -> tf.Tensor:
+  """DETR's ``get_size_with_aspect_ratio``: ``(H, W)`` -> int32 ``(h, w)`` with the shorter side
+  ``size`` and the longer side truncated (``int``); when the longer side would exceed
+  ``max_size``, ``size`` becomes ``round(max_size * shorter / longer)`` (half to even, like
+  Python's ``round``). Computed in float64 as Python does."""
+  h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+  size = tf.cast(size, tf.float64)
+  shorter, longer = tf.minimum(h, w), tf.maximum(h, w)
+  if max_size is not None:
+    size = tf.where(longer / shorter * size > max_size,
+                    tf.round(max_size * shorter / longer), size)
+  out_h = tf.where(w < h, tf.floor(size * h / w), size)
+  out_w = tf.where(w < h, size, tf.floor(size * w / h))
+  return tf.cast(tf.stack([out_h, out_w]), tf.int32)
+
+
+def _detr_resize(image, stacked, size, max_size=None):
+  shape = tf.shape(stacked)
+  return _resize(image, stacked, detr_size(shape[0], shape[1], size, max_size), antialias=True)
+
+
+def detr_random_size_crop(image, stacked, seed, crop_range):
+  """DETR's ``RandomSizeCrop``: width and height uniform in ``crop_range`` (inclusive, at most
+  the image's), then a uniformly placed window. A side shorter than the minimum stays whole
+  (DETR would raise)."""
+  seeds = tf.random.experimental.stateless_split(seed, num=4)
+  shape = tf.shape(stacked)
+
+  def draw(length, seed):
+    high = tf.minimum(length, crop_range[1])
+    low = tf.minimum(crop_range[0], high)
+    return tf.random.stateless_uniform([], seed, low, high + 1, tf.int32)
+
+  crop_h, crop_w = draw(shape[0], seeds[0]), draw(shape[1], seeds[1])
+  top = tf.random.stateless_uniform([], seeds[2], 0, shape[0] - crop_h + 1, tf.int32)
+  left = tf.random.stateless_uniform([], seeds[3], 0, shape[1] - crop_w + 1, tf.int32)
+  return (image[top:top + crop_h, left:left + crop_w],
+          stacked[top:top + crop_h, left:left + crop_w])
+
+
+def detr_train_resize(image, stacked, seed, *, min_sizes, max_size, crop: bool,
+                      crop_resize_sizes=DETR_CROP_RESIZE_SIZES, crop_range=DETR_CROP_RANGE,
+                      crop_probability: float = DETR_CROP_PROBABILITY):
+  """DETR's train ``RandomSelect`` (after the flip): ``RandomResize(min_sizes, max_size)``, or
+  with probability ``crop_probability`` (only if ``crop``) ``RandomResize(crop_resize_sizes)``,
+  ``RandomSizeCrop(*crop_range)`` and then that ``RandomResize``. Masks (the stacked label
+  channels) follow every resize (nearest) and crop; instances cut away vanish later in
+  :func:`pack_instances`."""
+  seeds = tf.random.experimental.stateless_split(seed, num=4)
+  if crop:
+    use_crop = tf.random.stateless_uniform([], seeds[0]) < crop_probability
+
+    def resize_and_crop():
+      resized = _detr_resize(image, stacked, _choose_min_size(crop_resize_sizes, seeds[1]))
+      return detr_random_size_crop(*resized, seeds[2], crop_range)
+
+    image, stacked = tf.cond(use_crop, resize_and_crop, lambda: (image, stacked))
+  return _detr_resize(image, stacked, _choose_min_size(min_sizes, seeds[3]), max_size)
+
+
+def _check_detr_sizes(image_size: int, max_size) -> None:
+  if max_size is None or int(max_size) > image_size:
+    raise ValueError(f"data.resize='detr' pads to data.image_size={image_size}, which must be "
+                     f">= data.max_size={max_size}")
 
 
 def _choose_min_size(min_sizes, seed) -> tf.Tensor:
@@ -85,24 +173,42 @@ def _scaled_size(height, width, scale):
 def train_transform(example: dict, seed: tf.Tensor, *, image_size: int, scale_range,
                     flip: bool, crop: bool, resize: str, ignore_label: int, min_sizes=None,
                     max_size=None) -> dict:
-  """Random scale, pad to the crop size, random crop, random horizontal flip.
+  """Random horizontal flip, random scale, pad to the crop size, random crop.
 
-  ``resize='original'`` keeps the image as it is (only the flip applies): the reference FCN
-  recipe trains on whole images at their own size, one per batch. ``resize='shorter_side'``
-  is Detectron2's multi-scale training: a shorter side drawn from ``min_sizes``, the longer
-  side capped at ``max_size`` (``scale_range`` multiplies it; keep it (1, 1)).
+  The flip comes first so padding always lies bottom/right (as in torchvision's and DETR's
+  recipes, which pad after all geometric steps). ``resize='original'`` keeps the image as
+  it is (only the flip applies): the reference FCN recipe trains on whole images at their
+  own size, one per batch. ``resize='shorter_side'`` is Detectron2's multi-scale training: a
+  shorter side drawn from ``min_sizes``, the longer side capped at ``max_size``
+  (``scale_range`` multiplies it; keep it (1, 1)). ``resize='detr'``: DETR's recipe
+  (:func:`detr_train_resize`; ``crop`` enables its random resize-crop branch), padded to
+  ``image_size``.
   """
+  if resize not in RESIZE_MODES:
+    raise ValueError(f"data.resize must be one of {RESIZE_MODES}, got {resize!r}")
   seeds = tf.random.experimental.stateless_split(seed, num=5)
   image, stacked = example["image"], _stack(example)
+  if flip:
+    do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
+    image = tf.cond(do_flip, lambda: image[:, ::-1], lambda: image)
+    stacked = tf.cond(do_flip, lambda: stacked[:, ::-1], lambda: stacked)
+  if resize == "original":
+    return _unstack(example, stacked, image, ignore_label)
+  if resize == "detr":
+    _check_detr_sizes(image_size, max_size)
+    if tuple(scale_range) != (1.0, 1.0):
+      raise ValueError(f"data.resize='detr' draws its own scales: set "
+                       f"data.augmentation.scale_range=(1.0, 1.0), got {tuple(scale_range)}")
+    image, stacked = detr_train_resize(image, stacked, seeds[0], min_sizes=min_sizes,
+                                       max_size=max_size, crop=crop)
+    image, stacked = _pad_to(image, stacked, image_size, image_size)
+    return _unstack(example, stacked, image, ignore_label, image_size)
   shape = tf.shape(stacked)
   min_size = _choose_min_size(min_sizes, seeds[4]) if resize == "shorter_side" else None
-  if resize != "original":
-    scale = base_scale(shape[0], shape[1], image_size, resize, min_size, max_size)
-    scale *= tf.random.stateless_uniform([], seeds[0], minval=scale_range[0],
-                                         maxval=scale_range[1])
-  if resize == "original":
-    pass
-  elif crop:
+  scale = base_scale(shape[0], shape[1], image_size, resize, min_size, max_size)
+  scale *= tf.random.stateless_uniform([], seeds[0], minval=scale_range[0],
+                                       maxval=scale_range[1])
+  if crop:
     image, stacked = _resize(image, stacked, _scaled_size(shape[0], shape[1], scale))
     image, stacked = _pad_to(image, stacked, image_size, image_size)
     shape = tf.shape(stacked)
@@ -112,41 +218,45 @@ def train_transform(example: dict, seed: tf.Tensor, *, image_size: int, scale_ra
     stacked = stacked[top:top + image_size, left:left + image_size]
   else:  # no crop: squash to the square output size, scale augmentation is moot
     image, stacked = _resize(image, stacked, [image_size, image_size])
-  if flip:
-    do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
-    image = tf.cond(do_flip, lambda: image[:, ::-1], lambda: image)
-    stacked = tf.cond(do_flip, lambda: stacked[:, ::-1], lambda: stacked)
-  return _unstack(example, stacked, image, ignore_label)
+  return _unstack(example, stacked, image, ignore_label, image_size)
 
 
 def eval_transform(example: dict, *, image_size: int, resize: str, ignore_label: int,
                    min_sizes=None, max_size=None) -> dict:
   """Deterministic: shrink so the image fits ``image_size`` (or map its longer side to it
   when ``resize='longer_side'``; ``shorter_side`` uses the largest of ``min_sizes``, the
-  Detectron2 test size), keep the aspect ratio, pad bottom/right with ignore.
+  Detectron2 test size; ``detr`` DETR's size rule for that shorter side), keep the aspect
+  ratio, pad bottom/right with ignore.
   ``resize='original'``: the example unchanged (whole image at its own size).
 
   Instance examples (with ``masks``) get ``resized_size``: the height and width of the
-  content inside the padded image (to map predictions back to original pixels).
+  content inside the padded image (to map predictions back to original pixels), and
+  ``pad_mask``.
   """
   if resize == "original":
     if "masks" in example:
-      example = dict(example, resized_size=tf.shape(example["image"])[:2])
+      example = dict(example, resized_size=tf.shape(example["image"])[:2],
+                     pad_mask=tf.zeros_like(example["label"], tf.bool))
     return example
   image, stacked = example["image"], _stack(example)
   shape = tf.shape(stacked)
-  longer = tf.cast(tf.maximum(shape[0], shape[1]), tf.float32)
-  min_size = max(min_sizes) if resize == "shorter_side" else None
-  scale = tf.minimum(1.0, image_size / longer) if resize == "none" else base_scale(
-      shape[0], shape[1], image_size, resize, min_size, max_size)
-  size = tf.where(tf.equal(scale, 1.0), shape[:2], _scaled_size(shape[0], shape[1], scale))
-  image, stacked = tf.cond(
-      tf.equal(scale, 1.0),
-      lambda: (image, stacked),
-      lambda: _resize(image, stacked, size))
+  if resize == "detr":
+    _check_detr_sizes(image_size, max_size)
+    size = detr_size(shape[0], shape[1], max(min_sizes), max_size)
+    image, stacked = _resize(image, stacked, size, antialias=True)
+  else:
+    longer = tf.cast(tf.maximum(shape[0], shape[1]), tf.float32)
+    min_size = max(min_sizes) if resize == "shorter_side" else None
+    scale = tf.minimum(1.0, image_size / longer) if resize == "none" else base_scale(
+        shape[0], shape[1], image_size, resize, min_size, max_size)
+    size = tf.where(tf.equal(scale, 1.0), shape[:2], _scaled_size(shape[0], shape[1], scale))
+    image, stacked = tf.cond(
+        tf.equal(scale, 1.0),
+        lambda: (image, stacked),
+        lambda: _resize(image, stacked, size))
   image, stacked = _pad_to(image, stacked, image_size, image_size)
   image, stacked = image[:image_size, :image_size], stacked[:image_size, :image_size]
-  out = _unstack(example, stacked, image, ignore_label)
+  out = _unstack(example, stacked, image, ignore_label, image_size)
   if "masks" in example:
     out["resized_size"] = tf.minimum(size, image_size)
   return out

@@ -33,6 +33,7 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seg_jax.layers import Conv
 from seg_jax.models.resnet import ResNet
@@ -40,10 +41,25 @@ from seg_jax.models.transformer import Transformer, sine_encode, sine_position_e
 from seg_jax.ops.boxes import box_cxcywh_to_xyxy
 
 
+def nearest_source_indices(in_size: int, out_size: int) -> np.ndarray:
+  """PyTorch's ``interpolate(mode='nearest')`` source rows for ``out_size`` outputs: the same
+  size is the identity, exact 2x upsampling ``i // 2``, otherwise
+  ``min(floor(i * float32(in / out)), in - 1)`` in float32, as its CPU/CUDA kernels compute."""
+  i = np.arange(out_size)
+  if out_size == in_size:
+    return i
+  if out_size == 2 * in_size:
+    return i // 2
+  scale = np.float32(in_size) / np.float32(out_size)
+  source = np.floor(i.astype(np.float32) * scale).astype(np.int64)
+  return np.minimum(source, in_size - 1)
+
+
 def _resize_nearest(x: jax.Array, height: int, width: int) -> jax.Array:
-  """PyTorch ``interpolate(mode='nearest')`` on NHWC/NHW: source index ``floor(i * in / out)``."""
-  rows = (jnp.arange(height) * x.shape[1]) // height
-  cols = (jnp.arange(width) * x.shape[2]) // width
+  """PyTorch ``interpolate(mode='nearest')`` on NHWC/NHW (DETR resizes its padding mask to
+  each feature map and upsamples in the mask head this way)."""
+  rows = nearest_source_indices(x.shape[1], height)
+  cols = nearest_source_indices(x.shape[2], width)
   return x[:, rows][:, :, cols]
 
 
@@ -151,7 +167,11 @@ class MaskHeadSmallConv(nn.Module):
 class DETR(nn.Module):
   """DETR detector (and with ``with_masks`` its segmentation head); see the module docstring.
 
-  ``__call__(images (B,H,W,3), pad_mask=None (B,H,W) True = padding, train=False)``.
+  ``__call__(images (B,H,W,3), pad_mask=None (B,H,W) True = padding, train=False)``: as in
+  DETR, the mask is resized (nearest) to the feature map, padded tokens are excluded as keys
+  of the encoder self-attention and decoder cross-attention, and positions count non-padded
+  tokens only (so boxes are relative to the content, and the transformer's outputs do not
+  depend on what the padded tokens hold).
   Dropout needs a ``'dropout'`` rng when ``train=True``. The backbone lives under the
   ``backbone`` scope so optimisers can give it its own learning rate.
   """
@@ -231,19 +251,26 @@ class DETR(nn.Module):
 
 
 def postprocess_detr(outputs: dict[str, jax.Array], image_size: tuple[int, int],
-                     mask_threshold: float = 0.5) -> dict[str, jax.Array]:
+                     mask_threshold: float = 0.5,
+                     content_sizes: Optional[jax.Array] = None) -> dict[str, jax.Array]:
   """Network outputs -> per-query detections in pixels, sorted by score (descending).
 
   Scores and classes are the softmax maximum over the real classes (the no-object column is
-  dropped); boxes are xyxy pixels of an ``image_size = (H, W)`` image. With masks, also
-  ``masks (B,Q,H,W)`` bool (bilinear upsampled sigmoid > ``mask_threshold``) and
-  ``mask_probs``. Keep the first N rows for a top-N evaluation.
+  dropped); boxes are xyxy pixels of an ``image_size = (H, W)`` image, or, with
+  ``content_sizes (B, 2)`` (height, width of each image's unpadded content, top left), of
+  that content: DETR's boxes are relative to the image inside its padding. With masks, also
+  ``masks (B,Q,H,W)`` bool (bilinear upsampled sigmoid > ``mask_threshold``, over the whole
+  ``image_size`` canvas) and ``mask_probs``. Keep the first N rows for a top-N evaluation.
   """
   height, width = image_size
   probs = jax.nn.softmax(outputs["pred_logits"], axis=-1)[..., :-1]
   scores = probs.max(-1)
   classes = probs.argmax(-1).astype(jnp.int32)
-  scale = jnp.array([width, height, width, height], jnp.float32)
+  if content_sizes is None:
+    scale = jnp.array([width, height, width, height], jnp.float32)
+  else:
+    sizes = jnp.asarray(content_sizes, jnp.float32)
+    scale = jnp.stack([sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]], -1)[:, None]
   boxes = box_cxcywh_to_xyxy(outputs["pred_boxes"]) * scale
   order = jnp.argsort(-scores, axis=-1)
   take = lambda x: jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), 1)

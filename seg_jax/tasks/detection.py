@@ -2,7 +2,12 @@
 
 Batches come from the ``instances`` data task: ``image``, ``boxes`` (B,M,4) xyxy pixels,
 ``classes`` (B,M), ``box_valid`` (B,M), ``instance_masks`` (B,M,H,W) (+ ``valid`` (B,) on
-eval batches). ``config.model.num_classes`` must be the number of *object* classes.
+eval batches) and ``pad_mask`` (B,H,W) True = padding (optional: without it nothing is
+padding). ``config.model.num_classes`` must be the number of *object* classes.
+
+Padding follows DETR: the model gets the mask, and boxes are relative to each image's
+content (the unpadded top-left ``content_sizes``), both in the loss targets and when
+predictions are turned back into pixels.
 
 Evaluation during training is the summable in-graph approximation of COCO AP from
 ``seg_jax.metrics_coco`` (score histograms; no area ranges or crowd regions, input
@@ -34,6 +39,34 @@ def _loss_kwargs(config) -> dict:
   return {k: loss_config[k] for k in keys if loss_config.get(k) is not None}
 
 
+def content_sizes(batch: Batch) -> jax.Array:
+  """``(B, 2)`` float32 height and width of each image's content: the rows and columns that
+  hold any non-padded pixel (the canvas size without ``pad_mask``)."""
+  images = batch["image"]
+  if batch.get("pad_mask") is None:
+    return jnp.broadcast_to(jnp.array(images.shape[1:3], jnp.float32), (images.shape[0], 2))
+  content = ~jnp.asarray(batch["pad_mask"]).astype(bool)
+  rows = content.any(axis=2).sum(axis=1)
+  cols = content.any(axis=1).sum(axis=1)
+  # at least one pixel, so an all-padding filler example divides by nothing smaller
+  return jnp.maximum(jnp.stack([rows, cols], axis=-1), 1).astype(jnp.float32)
+
+
+def _content_relative_targets(batch: Batch) -> Batch:
+  """The loss divides boxes by the canvas size (``image`` shape); stretching them by
+  canvas / content first makes that a division by each image's content size, DETR's
+  normalisation (an identity without padding)."""
+  height, width = batch["image"].shape[1:3]
+  sizes = content_sizes(batch)
+  stretch = jnp.stack([width / sizes[:, 1], height / sizes[:, 0]] * 2, axis=-1)[:, None]
+  return dict(batch, boxes=batch["boxes"].astype(jnp.float32) * stretch)
+
+
+def _pad_mask(batch: Batch):
+  mask = batch.get("pad_mask")
+  return None if mask is None else jnp.asarray(mask).astype(bool)
+
+
 def init_variables(model, rng: jax.Array, batch: Batch) -> dict:
   params_rng, dropout_rng = jax.random.split(rng)
   return dict(model.init({"params": params_rng, "dropout": dropout_rng},
@@ -52,14 +85,16 @@ def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config,
   if axis_name is not None:
     rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
   variables = {"params": params, "batch_stats": batch_stats}
+  pad_mask = _pad_mask(batch)
   if getattr(model, "frozen_bn", True):
-    outputs = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+    outputs = model.apply(variables, batch["image"], pad_mask, train=True,
+                          rngs={"dropout": rng})
   else:
-    outputs, updates = model.apply(variables, batch["image"], train=True,
+    outputs, updates = model.apply(variables, batch["image"], pad_mask, train=True,
                                    rngs={"dropout": rng}, mutable=["batch_stats"])
     batch_stats = updates["batch_stats"]
-  loss, metrics = detr_losses.detr_loss(outputs, batch, axis_name=axis_name,
-                                        **_loss_kwargs(config))
+  loss, metrics = detr_losses.detr_loss(outputs, _content_relative_targets(batch),
+                                        axis_name=axis_name, **_loss_kwargs(config))
   metrics = {k: v for k, v in metrics.items() if k != "loss"}
   return loss, (metrics, batch_stats)
 
@@ -67,8 +102,9 @@ def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config,
 def predict(model, variables, batch: Batch, config) -> dict:
   """Detections sorted by score: ``boxes`` xyxy pixels, ``scores``, ``classes`` (B,Q)."""
   del config
-  outputs = model.apply(variables, batch["image"], train=False)
-  return postprocess_detr(outputs, batch["image"].shape[1:3])
+  outputs = model.apply(variables, batch["image"], _pad_mask(batch), train=False)
+  return postprocess_detr(outputs, batch["image"].shape[1:3],
+                          content_sizes=content_sizes(batch))
 
 
 def detection_statistics(det: dict, batch: Batch, num_classes: int,
