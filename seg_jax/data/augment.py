@@ -202,6 +202,8 @@ def train_transform(example: dict, seed: tf.Tensor, *, image_size: int, scale_ra
     image, stacked = detr_train_resize(image, stacked, seeds[0], min_sizes=min_sizes,
                                        max_size=max_size, crop=crop)
     image, stacked = _pad_to(image, stacked, image_size, image_size)
+    # DETR's rounding can overshoot max_size by a pixel or so on extreme aspect ratios
+    image, stacked = image[:image_size, :image_size], stacked[:image_size, :image_size]
     return _unstack(example, stacked, image, ignore_label, image_size)
   shape = tf.shape(stacked)
   min_size = _choose_min_size(min_sizes, seeds[4]) if resize == "shorter_side" else None

@@ -3,11 +3,14 @@
 import importlib.util
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
+from experiments.configs import detr_coco
 from seg_jax.data import augment, pipeline
 from seg_jax.data._tf import tf
+from seg_jax.training import loop
 
 # The tiny COCO in the official layout (its ``manual_dir`` fixture), loaded by path: the
 # test modules are not a package.
@@ -173,3 +176,24 @@ def test_detr_recipe_batches(coco_config):
   cfg.augmentation.scale_range = (0.5, 2.0)
   with pytest.raises(ValueError, match="scale_range"):
     pipeline.get_dataset(cfg, split="train", train=True, global_batch_size=3)
+
+
+@pytest.mark.slow  # ~70 s on one core, mostly compiling the set loss
+def test_detr_coco_runlocal_train_step(coco_config):
+  """The reference recipe's pipeline (``resize='detr'``, ``pad_mask``) through one train step."""
+  config = detr_coco.get_config("runlocal")
+  config.data.update({"data_dir": coco_config.data_dir, "manual_dir": coco_config.manual_dir})
+  config.batch_size = 2
+  config.model.update({"backbone_depth": 18, "num_decoder_layers": 1})  # compile time
+  previous = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    setup = loop._Setup(config)  # pylint: disable=protected-access
+    batch = next(setup.dataset(config.data.train_split, train=True))
+    assert batch["image"].shape == (2, 64, 64, 3) and batch["pad_mask"].shape == (2, 64, 64)
+    assert batch["pad_mask"].any()  # shorter side 32 or 48 in a 64 px canvas
+    state = setup.init_state(batch)
+    _, metrics = setup.runner.train(state, setup.runner.place_batch(batch))
+    assert np.isfinite(float(setup.runner.host(metrics)["loss"]))
+  finally:
+    jax.config.update("jax_disable_most_optimizations", previous)
