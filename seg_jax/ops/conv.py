@@ -93,11 +93,13 @@ def _gemm_passes(implementation, x_shape, kernel_shape, out_shape) -> tuple[bool
 def _passes(implementation, x, kernel, pads, out_shape) -> tuple[str, str, str]:
   """(forward, kernel gradient, input gradient), each 'native', 'gemm' or 'onednn'.
 
-  ``auto`` keeps the GEMMs of ``_gemm_passes`` and gives oneDNN (when built) what would
-  otherwise be native: measured on one core, oneDNN's NHWC convolutions ran 3x3 passes on
-  large maps at 105-125 GFLOP/s against XLA's 70-100 and an RGB first layer's forward pass
-  5x faster; only the input gradient of a 3-channel input was slower (5.3 ms vs 3.2 ms), and
-  a first layer's input gradient is rarely needed.
+  With oneDNN built, ``auto`` gives it every pass except where a GEMM measured faster (one
+  core, XLA 0.10, oneDNN 3.2): large kernels on small maps (FCN's fc6, 7x7 256->2048 on 11x11:
+  GEMM 206/355/216 ms vs oneDNN 458/700/396) and maps under 64 pixels (fc7, 1x1 2048->2048 on
+  5x5: 28/28/31 vs 37/53/55); and the input gradient of <= 4 input channels (oneDNN 15 ms vs
+  GEMM 3 and XLA 8 for a 3->32 3x3 on 128x128; a first layer's input gradient is rarely
+  needed). Elsewhere oneDNN won: 3x3 on U-Net's 128..16 maps 20-50% per pass, an RGB first
+  layer's forward 2-12x and kernel gradient 6x (FCN's 3->32 on 326x326: 21 ms vs XLA 132).
   """
   use_onednn = (implementation in ("auto", "onednn") and jax.default_backend() == "cpu"
                 and onednn.supports(x, kernel, pads, 1))
@@ -107,12 +109,16 @@ def _passes(implementation, x, kernel, pads, out_shape) -> tuple[str, str, str]:
     if use_onednn:
       return "onednn", "onednn", "onednn"
     implementation = "auto"  # float16/bfloat16 or zero-size: the XLA paths
-  gemm = _gemm_passes(implementation, x.shape, kernel.shape, out_shape)
-  fallback = ["gemm" if g else "native" for g in gemm]
-  if use_onednn:
-    wanted = (True, True, kernel.shape[2] > 4)
-    fallback = ["onednn" if f == "native" and w else f for f, w in zip(fallback, wanted)]
-  return tuple(fallback)
+  gemm = ["gemm" if g else "native" for g in
+          _gemm_passes(implementation, x.shape, kernel.shape, out_shape)]
+  if not use_onednn:
+    return tuple(gemm)
+  kh, kw, cin, _ = kernel.shape
+  cols_bytes = 4 * out_shape[0] * out_shape[1] * out_shape[2] * kh * kw * cin
+  gemm_wins = (kh * kw > 9 and cin >= 16) or out_shape[1] * out_shape[2] < 64
+  if gemm_wins and cols_bytes <= _COL2IM_MAX_BYTES:
+    return "gemm", "gemm", "gemm"
+  return "onednn", "onednn", "onednn" if cin > 4 else gemm[2]
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = 0, dilation=1,

@@ -117,10 +117,11 @@ def test_auto_uses_onednn_where_native_would_run(monkeypatch):
       "onednn", "onednn", "onednn")
   rgb, rgb_kernel, _ = _operands((2, 16, 16, 3), (3, 3), 8)  # XLA's input gradient is faster
   assert conv._passes("auto", rgb, rgb_kernel, ((1, 1), (1, 1)), (2, 16, 16, 8)) == (
-      "onednn", "gemm", "native")
-  big = jnp.ones((7, 7, 16, 8))  # the GEMM passes stay
-  assert conv._passes("auto", jnp.ones((2, 5, 5, 16)), big, ((0, 0), (0, 0)), (2, 1, 1, 8))[0] == (
-      "gemm")
+      "onednn", "onednn", "native")
+  fc6 = (jnp.ones((2, 11, 11, 16)), jnp.ones((7, 7, 16, 8)))  # GEMMs: large kernel, small map
+  assert conv._passes("auto", *fc6, ((0, 0), (0, 0)), (2, 5, 5, 8)) == ("gemm",) * 3
+  fc7 = (jnp.ones((2, 5, 5, 32)), jnp.ones((1, 1, 32, 32)))  # GEMMs: under 64 pixels
+  assert conv._passes("auto", *fc7, ((0, 0), (0, 0)), (2, 5, 5, 32)) == ("gemm",) * 3
   half = x.astype(jnp.bfloat16)  # float32 only
   assert "onednn" not in conv._passes("auto", half, kernel.astype(jnp.bfloat16),
                                       ((1, 1), (1, 1)), (2, 16, 16, 8))
