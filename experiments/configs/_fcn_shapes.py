@@ -16,7 +16,7 @@ import ml_collections
 
 from experiments.configs import shapes_base
 
-PREVIOUS = {"32s": "vgg16_shapes_cls", "16s": "fcn32s_shapes", "8s": "fcn16s_shapes"}
+PREVIOUS = {"32s": "vgg16_bn_shapes_cls", "16s": "fcn32s_shapes", "8s": "fcn16s_shapes"}
 RUN_ROOT = "/tmp/seg_jax"
 
 
@@ -40,7 +40,7 @@ def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
   config.num_train_steps = 1000
   config.eval_every = 500
   config.checkpoint_every = 500
-  previous = "vgg16_shapes_cls" if "atonce" in options else PREVIOUS[variant]
+  previous = "vgg16_bn_shapes_cls" if "atonce" in options else PREVIOUS[variant]
   suffix = "_runlocal" if "runlocal" in options else ""
   config.init_weights = os.path.join(RUN_ROOT, previous + suffix)
   return shapes_base.finish(config, "runlocal" if "runlocal" in options else None)
