@@ -20,6 +20,7 @@ from seg_jax.models.detr import nearest_source_indices, postprocess_detr
 from seg_jax.models.resnet import ResNet
 from seg_jax.models.transformer import sine_position_encoding
 from seg_jax.tasks import detection
+from seg_jax.training.config import base_config
 
 TINY = dict(num_classes=3, num_queries=5, d_model=16, num_heads=2, num_encoder_layers=2,
             num_decoder_layers=2, dim_feedforward=32, backbone_depth=18, backbone_width=0.125,
@@ -120,6 +121,37 @@ def test_everything_after_the_backbone_ignores_the_padded_tokens():
   det_padded = postprocess_detr(padded, CANVAS,
                                           content_sizes=detection.content_sizes(batch))
   np.testing.assert_allclose(det_padded["boxes"], det_alone["boxes"], rtol=1e-5, atol=1e-3)
+
+
+def test_detection_loss_and_predictions_ignore_the_padding():
+  """The task normalises target boxes by each image's content, as DETR does: the same image
+  and boxes give the same loss and pixel detections alone and inside a padded canvas."""
+  model = get_model("detr", **TINY)
+  rng = np.random.default_rng(1)
+  channels = ResNet(18, TINY["backbone_width"]).stage_channels()[-1]
+  tokens = (IMAGE[0] // STRIDE, IMAGE[1] // STRIDE)
+  c5 = rng.normal(size=(2,) + tokens + (channels,)).astype(np.float32)
+  canvas_c5 = rng.normal(size=(2, CANVAS[0] // STRIDE, CANVAS[1] // STRIDE, channels))
+  canvas_c5[:, :tokens[0], :tokens[1]] = c5
+  boxes = np.array([[[4, 6, 40, 50], [50, 10, 90, 60]], [[10, 10, 30, 20], [0, 0, 0, 0]]],
+                   np.float32)
+  targets = {"boxes": boxes, "classes": np.array([[0, 2], [1, 0]], np.int32),
+             "box_valid": np.array([[True, True], [True, False]])}
+  alone = dict(targets, image=jnp.zeros((2,) + IMAGE + (3,)))
+  padded = dict(targets, image=jnp.zeros((2,) + CANVAS + (3,)), pad_mask=_pad_mask(2))
+  config = base_config("shapes", task="detection")
+  with nn.intercept_methods(_features_interceptor({"c5": jnp.asarray(c5)})):
+    variables = model.init(jax.random.key(0), alone["image"])
+    loss_alone, _ = detection.loss_fn(model, variables["params"], {}, alone,
+                                      jax.random.key(1), config)
+    det_alone = detection.predict(model, variables, alone, config)
+  with nn.intercept_methods(_features_interceptor({"c5": jnp.asarray(canvas_c5, jnp.float32)})):
+    loss_padded, _ = detection.loss_fn(model, variables["params"], {}, padded,
+                                       jax.random.key(1), config)
+    det_padded = detection.predict(model, variables, padded, config)
+  np.testing.assert_allclose(loss_padded, loss_alone, rtol=1e-5)
+  np.testing.assert_allclose(det_padded["boxes"], det_alone["boxes"], rtol=1e-5, atol=1e-3)
+  np.testing.assert_allclose(det_padded["scores"], det_alone["scores"], rtol=1e-5)
 
 
 def test_whole_model_differs_only_through_the_backbone_border():
