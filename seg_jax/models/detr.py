@@ -69,21 +69,26 @@ def _uniform_logits(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
   return jnp.log(points) - jnp.log1p(-points)
 
 
-def _gaussian_prior(module: nn.Module, points: jax.Array, height: int, width: int) -> jax.Array:
-  """SMCA-style log-Gaussian attention bias around each query's point: ``(1, heads, Q, h*w)``.
+def _gaussian_prior(module: nn.Module, points: jax.Array, pad_mask: jax.Array) -> jax.Array:
+  """SMCA-style log-Gaussian attention bias around each query's point: ``(B, heads, Q, h*w)``.
 
-  ``-|token - point|^2 / (2 sigma^2)`` in image-normalised coordinates (token centres
-  ``(j + 0.5) / w``), with a learned width per query and head (initially one token).
+  ``-|token - point|^2 / (2 sigma^2)`` in image-normalised coordinates, with a learned width
+  per query and head (initially one token). Token centres are ``(j + 0.5) / w`` counted over
+  the non-padded tokens of the ``(B, h, w)`` ``pad_mask``, like the sine positions, so the
+  prior lives in the same content-relative frame as the points and the boxes.
   """
   num_queries = points.shape[0]
+  height = pad_mask.shape[1]
   log_sigma = module.param("query_log_sigma", nn.initializers.constant(math.log(1 / height)),
                            (num_queries, module.num_heads))
-  ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
-  xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width
-  dist2 = ((xs[None, None, :] - points[:, 0, None, None]) ** 2
-           + (ys[None, :, None] - points[:, 1, None, None]) ** 2).reshape(num_queries, -1)
-  bias = -dist2[:, None, :] / (2 * jnp.exp(2 * log_sigma)[:, :, None])  # (Q, heads, L)
-  return jnp.transpose(bias, (1, 0, 2))[None]
+  not_mask = (~pad_mask).astype(jnp.float32)
+  rows, cols = jnp.cumsum(not_mask, axis=1), jnp.cumsum(not_mask, axis=2)
+  # the max keeps all-padding rows/columns finite (NaN there would poison the gradients)
+  ys = ((rows - 0.5) / jnp.maximum(rows[:, -1:, :], 1)).reshape(pad_mask.shape[0], 1, -1)
+  xs = ((cols - 0.5) / jnp.maximum(cols[:, :, -1:], 1)).reshape(pad_mask.shape[0], 1, -1)
+  dist2 = (xs - points[None, :, 0, None]) ** 2 + (ys - points[None, :, 1, None]) ** 2
+  bias = -dist2[:, None] / (2 * jnp.exp(2 * log_sigma).T[None, :, :, None])
+  return bias  # (B, heads, Q, L)
 
 
 def _group_norm(channels: int, name: str) -> nn.GroupNorm:
@@ -224,7 +229,7 @@ class DETR(nn.Module):
                               sine_encode(xy[:, 0], self.d_model // 2)], axis=-1)
       query_pos = MLP(self.d_model, self.d_model, 2, name="query_pos_mlp")(sine)
       if self.spatial_prior:
-        cross_bias = _gaussian_prior(self, jax.nn.sigmoid(reference), h, w)
+        cross_bias = _gaussian_prior(self, jax.nn.sigmoid(reference), mask)
     else:
       raise ValueError(f"DETR: query_type must be 'learned' or 'anchor', got "
                        f"{self.query_type!r}")

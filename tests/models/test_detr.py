@@ -165,7 +165,7 @@ def test_spatial_prior_is_a_log_gaussian_per_query_and_head():
 
     @nn.compact
     def __call__(self, points):
-      return _gaussian_prior(self, points, 3, 4)
+      return _gaussian_prior(self, points, jnp.zeros((1, 3, 4), bool))
 
   points = jnp.array([[0.1, 0.9], [0.5, 0.5]], jnp.float32)
   holder = Holder()

@@ -90,8 +90,11 @@ def _pad_mask(batch):
   return jnp.asarray(mask)
 
 
-def test_everything_after_the_backbone_ignores_the_padded_tokens():
-  model = get_model("detr", **TINY)
+@pytest.mark.parametrize("queries", [
+    dict(query_type="learned"),
+    dict(query_type="anchor", spatial_prior=True)])  # SMCA's prior in the content's frame
+def test_everything_after_the_backbone_ignores_the_padded_tokens(queries):
+  model = get_model("detr", **TINY, **queries)
   rng = np.random.default_rng(0)
   channels = ResNet(18, TINY["backbone_width"]).stage_channels()[-1]
   tokens = (IMAGE[0] // STRIDE, IMAGE[1] // STRIDE)
