@@ -75,17 +75,24 @@ def test_random_size_crop_cuts_image_label_and_masks_together():
     h, w = cut.shape[:2]
     assert 8 <= h <= 16 and 8 <= w <= 16
     np.testing.assert_array_equal(cut, stacked.numpy()[top:top + h, left:left + w])
-    np.testing.assert_array_equal(image[..., 0], np.arange(top, top + h)[:, None] + 0 * image[..., 1])
+    rows, cols = np.mgrid[top:top + h, left:left + w]
+    np.testing.assert_array_equal(image[..., 0], rows)
+    np.testing.assert_array_equal(image[..., 1], cols)
     seen_sizes.add((h, w))
     seen_corners.add((top, left))
     # pack_instances drops the instances the window cut away; the rest keep their pixels
-    out = augment._unstack(example, tf.constant(cut), tf.constant(image), 255)  # pylint: disable=protected-access
+    out = augment._unstack(  # pylint: disable=protected-access
+        example, tf.constant(cut), tf.constant(image), 255)
     packed = augment.pack_instances(out, max_instances=3)
     original = example["masks"].numpy()[:, top:top + h, left:left + w]
     kept = original.reshape(3, -1).any(1)
     assert int(packed["box_valid"].numpy().sum()) == int(kept.sum())
     dropped += int((~kept).sum())
     np.testing.assert_array_equal(packed["instance_masks"].numpy()[:kept.sum()], original[kept])
+    for k, mask in enumerate(original[kept]):  # boxes of the cropped masks, max exclusive
+      ys, xs = np.nonzero(mask)
+      np.testing.assert_array_equal(packed["boxes"].numpy()[k],
+                                    [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
     np.testing.assert_array_equal(packed["classes"].numpy()[:kept.sum()], np.flatnonzero(kept))
   assert len(seen_sizes) > 10 and len(seen_corners) > 10 and dropped > 0
 
