@@ -1,7 +1,8 @@
 """Training: state, pure steps, sharding (jit/pmap, multi-host), optimizers, checkpoints, loop.
 
 Entry points: ``train_and_evaluate(config, workdir)`` and ``evaluate(config, workdir)``
-(resolved lazily so importing ``seg_jax.training`` does not import TensorFlow or orbax).
+(resolved lazily so importing ``seg_jax.training`` does not import TensorFlow or orbax);
+configs start from ``base_config(data_name, task)``, which defines every field they read.
 """
 
 import importlib
@@ -16,6 +17,7 @@ _EXPORTS = {
     "eval_step": "step",
     "create_optimizer": "optim",
     "Checkpointer": "checkpoint",
+    "base_config": "config",
 }
 
 __all__ = sorted(_EXPORTS)
