@@ -10,7 +10,9 @@ the extension everything runs on XLA as before. ``info()`` says which, in one li
 Threading: the wheel's oneDNN runs on GNU OpenMP. A call uses one OpenMP team of as many
 threads as the process may use cores (``OMP_NUM_THREADS`` overrides), the calling XLA thread
 being one of them and waiting for the others; the extension runs one convolution at a time, so
-two XLA threads never start two full teams on the same cores.
+two XLA threads never start two full teams on the same cores. Idle OpenMP threads sleep
+instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` unless set), leaving the cores to XLA
+between convolutions.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# GNU OpenMP's idle threads spin for a while after each parallel region, which would take
+# cycles from XLA's own threads between two convolutions; make them sleep at once. Must be set
+# before libgomp loads (with the extension); an OMP_WAIT_POLICY set by the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # optional: absent when oneDNN was not installed at build time (setup.py)
   import seg_jax.ops._onednn_conv as _onednn_conv
@@ -46,7 +53,7 @@ def info() -> str:
     return f"oneDNN convolutions: off, {_UNAVAILABLE}"
   threads = os.environ.get("OMP_NUM_THREADS", f"{len(os.sched_getaffinity(0))} (affinity)")
   return (f"oneDNN convolutions: on, oneDNN {_onednn_conv.onednn_version()}, "
-          f"OpenMP threads {threads}")
+          f"OpenMP threads {threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
 
 
 def supports(x: jax.Array, kernel: jax.Array, pads, feature_group_count: int) -> bool:

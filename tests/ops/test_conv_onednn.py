@@ -44,7 +44,8 @@ def _operands(x_shape, ksize, cout, seed=0):
 
 def _close(got, want):
   scale = float(jnp.max(jnp.abs(want))) + 1.0
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=2e-6 * scale)
+  # float32 sums in another order (oneDNN, GEMM or XLA): rounding differences only
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5 * scale)
 
 
 @needs_onednn
