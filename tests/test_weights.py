@@ -338,3 +338,28 @@ def test_bn_classifier_run_is_folded_and_convolutionalised_for_fcn():
   assert adapted["params"]["fc6"]["kernel"].shape == target["params"]["fc6"]["kernel"].shape
   assert "conv1_1_bn" not in adapted["params"] and "conv1_1_bn" not in adapted["batch_stats"]
   assert adapted["params"]["conv1_1"]["bias"].shape == (4,)
+
+
+def test_bn_classifier_fc_layers_go_into_deconvnet_without_bias():
+  """DeconvNet's fc6/fc7 are bias-free convolutions followed by BatchNorm: the classifier's
+  dense kernels are convolutionalised, its biases (cancelled by BN's mean) dropped, and the
+  run-to-run transfer then copies them."""
+  from seg_jax.models.deconvnet import DeconvNet
+  from seg_jax.training import init_weights as init_lib
+  classifier = VGG(width=BN_WIDTH, batch_norm=True, num_classes=4, dropout_rate=0.0)
+  x = np.zeros((1, 64, 64, 3), np.float32)
+  source = jax.tree.map(np.asarray, dict(classifier.init(jax.random.key(1), x)))
+  target = jax.tree.map(np.asarray, dict(DeconvNet(width=BN_WIDTH, num_classes=5).init(
+      jax.random.key(2), x)))
+  adapted = models.adapt_transferred("deconvnet", source, target)
+  for name in ("fc6", "fc7"):
+    assert set(adapted["params"][name]) == {"kernel"}
+    assert adapted["params"][name]["kernel"].shape == target["params"][name]["kernel"].shape
+  np.testing.assert_array_equal(adapted["params"]["fc6"]["kernel"],
+                                source["params"]["fc6"]["kernel"].reshape(
+                                    target["params"]["fc6"]["kernel"].shape))
+  copied, report = init_lib.transfer(adapted, target)
+  np.testing.assert_array_equal(copied["params"]["fc7"]["kernel"][0, 0],
+                                source["params"]["fc7"]["kernel"])
+  assert {"params/fc6/kernel", "params/fc7/kernel"} <= set(report["copied"])
+  assert not [n for n in report["unused"] if n.split("/")[1] in ("fc6", "fc7")]

@@ -14,6 +14,7 @@ from experiments.configs import shapes_base
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
+  options = shapes_base.parse_arg(arg)
   config = shapes_base.base_config("shapes")
   config.model = ml_collections.ConfigDict({"name": "deconvnet", "width": 0.25})
   config.optimizer.learning_rate = 3e-3
@@ -22,4 +23,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.num_train_steps = 2400
   config.eval_every = 800
   config.checkpoint_every = 800
-  return shapes_base.finish(config, arg)
+  if "pretrained" in options:  # the encoder from the VGG-16-BN shapes classifier
+    _pretrained(config, "runlocal" in options)
+  return shapes_base.finish(config, ",".join(sorted(options - {"pretrained"})))
+
+
+def _pretrained(config: ml_collections.ConfigDict, runlocal: bool) -> None:
+  """``:pretrained``: the encoder starts from ``vgg16_bn_shapes_cls`` (its width, 1/8, so
+  every trunk layer matches; the classifier's other layers are reported as skipped);
+  ``--config.init_weights=''`` is the same recipe from scratch (the ablation)."""
+  config.model.width = 0.125
+  config.init_weights = "/tmp/seg_jax/vgg16_bn_shapes_cls" + ("_runlocal" if runlocal else "")
+

@@ -258,7 +258,8 @@ def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> d
   A VGG classifier's dense fc6/fc7 become the convolutions the target has
   ("convolutionalisation", exactly as for ImageNet files), and a BatchNorm trunk going into
   a model without BatchNorm (VGG-16-BN classifier -> FCN) has its BN folded into the
-  convolutions (:func:`fold_batch_norm`).
+  convolutions (:func:`fold_batch_norm`). Into bias-free fc6/fc7 convolutions followed by
+  BatchNorm (DeconvNet) only the kernels go.
   """
   target_params = target.get("params", {})
   params = dict(source.get("params", {}))
@@ -274,5 +275,11 @@ def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> d
   if not dense:
     return dict(source)
   converted = convolutionalize({n: params[n] for n in dense})
-  params.update({n: {k: np.asarray(v) for k, v in converted[n].items()} for n in dense})
+  for n in dense:
+    layer = {k: np.asarray(v) for k, v in converted[n].items()}
+    if "bias" not in target_params[n]:
+      # A bias-free target conv is followed by BatchNorm (DeconvNet's fc6/fc7), whose mean
+      # subtraction cancels any constant per-channel shift: the classifier's bias drops out.
+      layer.pop("bias", None)
+    params[n] = layer
   return {**source, "params": params}
