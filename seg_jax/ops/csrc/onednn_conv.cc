@@ -3,9 +3,10 @@
 // Layouts are seg_jax's: activations NHWC, kernels HWIO, float32. Activations are handed to
 // oneDNN as they are (its NHWC kernels are its fast path, as in PyTorch's channels_last); the
 // kernel is reordered to (or, for its gradient, from) the blocked layout oneDNN picks.
-// Primitives are built once per shape and cached. One primitive runs at a time (a mutex):
-// each uses the whole OpenMP team (the cores of the process's affinity mask), so two XLA
-// threads calling at once would otherwise run two full teams on the same cores.
+// Primitives (and a buffer for the reordered kernel) are built once per shape and cached.
+// One primitive runs at a time (a mutex): each uses the whole OpenMP team (the cores of the
+// process's affinity mask), so two XLA threads calling at once would otherwise run two full
+// teams on the same cores.
 //
 // The Python module exposes one PyCapsule per handler for jax.ffi.register_ffi_target.
 
@@ -13,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,6 +49,7 @@ struct Cached {
   memory::desc user_output;
   dnnl::reorder weights_reorder;  // user -> conv (forward, input gradient) or back
   bool needs_reorder = false;
+  memory reordered;  // the kernel (or its gradient) in conv_weights' layout, reused per call
 };
 
 struct State {
@@ -97,6 +100,7 @@ std::unique_ptr<Cached> Build(Pass pass, const Geometry& g, dnnl::engine& engine
   }
   out->needs_reorder = out->conv_weights != out->user_weights;
   if (out->needs_reorder) {
+    out->reordered = memory(out->conv_weights, engine);
     out->weights_reorder =
         pass == Pass::kKernelGradient
             ? dnnl::reorder(dnnl::reorder::primitive_desc(engine, out->conv_weights, engine,
@@ -130,7 +134,7 @@ ffi::Error Run(Pass pass, ffi::Span<const int64_t> x, ffi::Span<const int64_t> k
     if (!entry) entry = Build(pass, g, s.engine);
     Cached& c = *entry;
     memory user_weights(c.user_weights, s.engine, weights);
-    memory conv_weights = c.needs_reorder ? memory(c.conv_weights, s.engine) : user_weights;
+    memory conv_weights = c.needs_reorder ? c.reordered : user_weights;
     memory in(c.user_activation, s.engine, activation);
     if (pass == Pass::kForward) {
       if (c.needs_reorder) c.weights_reorder.execute(s.stream, user_weights, conv_weights);
@@ -146,14 +150,14 @@ ffi::Error Run(Pass pass, ffi::Span<const int64_t> x, ffi::Span<const int64_t> k
       // Here `weights` is dy (N,Ho,Wo,O) and `output` the kernel gradient (HWIO).
       memory dy(Desc(g.dst, Tag::nhwc), s.engine, weights);
       memory user_grad(c.user_weights, s.engine, output);
-      memory conv_grad = c.needs_reorder ? memory(c.conv_weights, s.engine) : user_grad;
+      memory conv_grad = c.needs_reorder ? c.reordered : user_grad;
       c.conv.execute(s.stream, {{DNNL_ARG_SRC, in},
                                 {DNNL_ARG_DIFF_DST, dy},
                                 {DNNL_ARG_DIFF_WEIGHTS, conv_grad}});
       if (c.needs_reorder) c.weights_reorder.execute(s.stream, conv_grad, user_grad);
     }
     s.stream.wait();
-  } catch (const dnnl::error& e) {
+  } catch (const std::exception& e) {  // dnnl::error, std::bad_alloc: never cross into XLA
     s.cache.erase(key);
     return ffi::Error::Internal(std::string("oneDNN convolution failed: ") + e.what());
   }
