@@ -13,6 +13,7 @@ import pytest
 from seg_jax.ops import conv, onednn
 from seg_jax.ops.conv import conv2d
 
+pytestmark = pytest.mark.usefixtures("fast_compile")
 needs_onednn = pytest.mark.skipif(not onednn.available(), reason=onednn.info())
 
 CASES = [  # x shape (N, H, W, C), kernel (kh, kw), cout, stride, pads ((t, b), (l, r)), dilation
