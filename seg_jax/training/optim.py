@@ -1,8 +1,9 @@
 """Optax optimizers and learning-rate schedules from a config.
 
 ``config.optimizer``: ``name`` ('sgd' | 'momentum' | 'adam' | 'adamw'), ``learning_rate``,
-``momentum`` (sgd: 0 = plain SGD; 'momentum' is SGD that requires it > 0), ``nesterov``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``decay_all`` (False:
-no decay on biases and normalisation parameters, i.e. on parameters with ndim <= 1),
+``momentum`` (sgd: 0 = plain SGD; 'momentum' is SGD that requires it > 0), ``nesterov``,
+``b1``, ``b2``, ``eps``, ``weight_decay``, ``decay_all`` (False: no decay on biases and
+normalisation parameters, i.e. on parameters with ndim <= 1),
 ``grad_clip_norm`` (clip by global norm; 0/None = off), ``lr_multipliers`` (a
 ``{path regex: multiplier}`` dict matched with ``re.search`` against 'a/b/kernel' paths,
 first match wins; multiplier 0 freezes the parameter: ``optax.set_to_zero`` and no
