@@ -39,7 +39,9 @@ def find_onednn():
 def find_ffi_headers():
   """jaxlib's include dir (``xla/ffi/api/ffi.h``), found on disk: jaxlib is not importable
   inside pip's isolated build environment, but it is installed in the target one."""
-  dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | set(sys.path)
+  schemes = [sysconfig.get_paths(),  # the environment; then a --system-site-packages base
+             sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})]
+  dirs = {paths[k] for paths in schemes for k in ("purelib", "platlib")} | set(sys.path)
   for d in sorted(d for d in dirs if d):
     include = os.path.join(d, "jaxlib", "include")
     if os.path.exists(os.path.join(include, "xla", "ffi", "api", "ffi.h")):
