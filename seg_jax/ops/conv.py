@@ -9,9 +9,8 @@ a GEMM is chosen per shape (``auto``, the CPU default; see ``_gemm_passes`` for 
 rule): mainly large kernels on small maps (FCN's 7x7 fc6, whose native input gradient took
 ~50x longer; DeconvNet's fc6, whose native forward pass took 8.4 s) and RGB first layers; 3x3
 convolutions on large maps stay native, where the 9x im2col copy costs more than it saves.
-When the optional oneDNN extension is built (:mod:`seg_jax.ops.onednn`), ``auto`` runs the
-passes it would otherwise leave to XLA's native convolution on oneDNN instead (float32, no
-groups; see ``_passes``). ``SEG_JAX_CONV_IMPL=native|gemm|onednn|auto`` overrides the choice;
+When the optional oneDNN extension is built (:mod:`seg_jax.ops.onednn`), ``auto`` runs every
+float32, ungrouped pass on oneDNN except those where a GEMM measured faster (see ``_passes``). ``SEG_JAX_CONV_IMPL=native|gemm|onednn|auto`` overrides the choice;
 all give the same numbers up to rounding (tests/ops/test_conv_gradient.py,
 tests/ops/test_conv_onednn.py). On GPU/TPU ``auto`` is ``native``.
 
@@ -98,8 +97,10 @@ def _passes(implementation, x, kernel, pads, out_shape) -> tuple[str, str, str]:
   GEMM 206/355/216 ms vs oneDNN 458/700/396) and maps under 64 pixels (fc7, 1x1 2048->2048 on
   5x5: 28/28/31 vs 37/53/55); and the input gradient of <= 4 input channels (oneDNN 15 ms vs
   GEMM 3 and XLA 8 for a 3->32 3x3 on 128x128; a first layer's input gradient is rarely
-  needed). Elsewhere oneDNN won: 3x3 on U-Net's 128..16 maps 20-50% per pass, an RGB first
-  layer's forward 2-12x and kernel gradient 6x (FCN's 3->32 on 326x326: 21 ms vs XLA 132).
+  needed). Elsewhere oneDNN won: 3x3 passes on U-Net's 128..16 maps took 10-50% less time
+  (e.g. 32->32 on 128x128, batch 4: 32/31/24 ms vs XLA 36/60/38), an RGB first layer's forward
+  2-12x less and its kernel gradient 6x less (FCN's 3->32 on 326x326: 21 ms vs XLA 132).
+  These were taken on a shared, loaded core (load 3-6): indicative, not exact.
   """
   use_onednn = (implementation in ("auto", "onednn") and jax.default_backend() == "cpu"
                 and onednn.supports(x, kernel, pads, 1))
@@ -131,7 +132,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, stride=1, padding: Padding = 0, d
     stride, dilation: int or pair.
     padding: 'SAME', 'VALID', int, pair, or explicit ((t, b), (l, r)).
     implementation: 'native', 'gemm', 'onednn' or 'auto' (see the module docstring); default from
-      ``SEG_JAX_CONV_IMPL`` and the backend. All give the same numbers.
+      ``SEG_JAX_CONV_IMPL`` and the backend. All give the same numbers up to float32
+      rounding.
   """
   if x.ndim != 4 or kernel.ndim != 4:
     raise ValueError(f"conv2d expects x (N,H,W,C) and kernel (kh,kw,cin,cout); "
