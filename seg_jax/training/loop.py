@@ -385,7 +385,9 @@ def predict_eval_split(config, workdir: str,
   iterator of (batch, predictions))`` numpy pairs over ``config.data.eval_split``.
 
   Predictions are the task's ``predict`` outputs on each whole batch (one process; used by
-  ``seg_jax.coco_eval`` to write official results files).
+  ``seg_jax.coco_eval`` to write official results files), given the image and, when the
+  batch has it, ``pad_mask`` (DETR attends to the content only and makes its boxes relative
+  to it, as in training and in-training evaluation).
   """
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not checkpoint_lib.saved_steps(directory):
@@ -401,7 +403,8 @@ def predict_eval_split(config, workdir: str,
 
   def pairs():
     for batch in itertools.chain([first], batches):
-      predictions = setup._predict(variables, {"image": batch["image"]})
+      inputs = {k: batch[k] for k in ("image", "pad_mask") if k in batch}
+      predictions = setup._predict(variables, inputs)
       yield batch, jax.tree.map(np.asarray, predictions)
 
   return step, pairs()
