@@ -10,9 +10,11 @@ Semantic: every image goes through :func:`seg_jax.inference.predict_tiled` with 
 the training size: an image that fits is mirror-padded into one window (exactly whole-image
 prediction), a larger one is cut into overlapping tiles with mirrored borders
 (``resize='original'`` runs predict the whole image at its own size).
-Detection/instance: one padded training-size input per image, as evaluation builds it; the
-detections are mapped back to the input's pixels by :func:`seg_jax.coco_eval.results_for_batch`
-(the official results format: ``bbox`` xywh, COCO ``category_id``, RLE ``segmentation``).
+Detection/instance: one padded training-size input per image with its ``pad_mask`` (True on
+the padding: DETR attends to the content and gives boxes relative to it), as evaluation
+builds them; the detections are mapped back to the input's pixels by
+:func:`seg_jax.coco_eval.results_for_batch` (the official results format: ``bbox`` xywh, COCO
+``category_id``, RLE ``segmentation``).
 Needs the ``[data]`` extra (TFDS for the class names, pycocotools for the results).
 """
 
@@ -32,7 +34,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from seg_jax import coco_eval, inference, tasks, visualize
-from seg_jax.data import builders, pipeline
+from seg_jax.data import augment, builders, pipeline
 from seg_jax.training import checkpoint as checkpoint_lib
 from seg_jax.training import config as config_lib
 from seg_jax.training import loop
@@ -121,6 +123,9 @@ class Predictor:
     """The image size evaluation resizes to (``augment.eval_transform``), before padding."""
     longer, shorter = max(height, width), min(height, width)
     data = self.config.data
+    if self.resize == "detr":  # DETR's size rule for the test shorter side
+      size = augment.detr_size(height, width, max(data.min_sizes), data.max_size)
+      return int(size[0]), int(size[1])
     if self.resize == "longer_side":
       scale = self.image_size / longer
     elif self.resize == "shorter_side":
@@ -164,12 +169,12 @@ def read_image(path: str) -> np.ndarray:
     return np.asarray(picture.convert("RGB"))
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def _resize(image: np.ndarray, height: int, width: int, antialias: bool = False) -> np.ndarray:
   """Bilinear resize of a float image as tf.image.resize does (half-pixel centres)."""
   if image.shape[:2] == (height, width):
     return image
   resized = jax.image.resize(jnp.asarray(image), (height, width, image.shape[2]), "bilinear",
-                             antialias=False)
+                             antialias=antialias)
   return np.asarray(resized)
 
 
@@ -252,8 +257,8 @@ class Detector:
     self.predictor = predictor
     self.max_detections = max_detections
     task = tasks.get_task(predictor.task)
-    self._predict = jax.jit(lambda variables, images: task.predict(
-        predictor.model, variables, {"image": images}, predictor.config))
+    self._predict = jax.jit(lambda variables, images, pad_mask: task.predict(
+        predictor.model, variables, {"image": images, "pad_mask": pad_mask}, predictor.config))
 
   def __call__(self, image: np.ndarray, image_id: int = 0) -> list[dict]:
     """(H, W, 3) uint8 -> score-sorted records ``image_id, category_id, bbox`` (xywh),
@@ -261,13 +266,17 @@ class Detector:
     predictor, size = self.predictor, self.predictor.image_size
     height, width = image.shape[:2]
     rh, rw = predictor.eval_size(height, width)
-    pixels = _resize(predictor.normalize(image), rh, rw)
+    # the pipeline resizes DETR's inputs with antialiasing (augment.eval_transform)
+    pixels = _resize(predictor.normalize(image), rh, rw, antialias=predictor.resize == "detr")
     if predictor.resize == "original":
       padded = pixels[None]
+      pad_mask = np.zeros(padded.shape[:3], bool)
     else:  # pad bottom/right with 0 (= the mean after normalisation), as the pipeline
       padded = np.zeros((1, size, size, 3), np.float32)
       padded[0, :min(rh, size), :min(rw, size)] = pixels[:size, :size]
-    out = jax.tree.map(np.asarray, self._predict(predictor.variables, padded))
+      pad_mask = np.ones((1, size, size), bool)  # True = padding (DETR ignores it)
+      pad_mask[0, :rh, :rw] = False
+    out = jax.tree.map(np.asarray, self._predict(predictor.variables, padded, pad_mask))
     batch = {"image_id": np.array([image_id]), "orig_size": np.array([[height, width]]),
              "resized_size": np.array([[min(rh, padded.shape[1]), min(rw, padded.shape[2])]])}
     return coco_eval.results_for_batch(batch, out, predictor.category_ids,

@@ -172,6 +172,77 @@ def test_detections_map_back_to_input_pixels_as_coco_results():
   np.testing.assert_array_equal(drawn[150, 100], big[150, 100])  # score 0.3: not drawn
 
 
+class FakeDetr(nn.Module):
+  """DETR's outputs for the detection task: one query, class 1, box (0, 0, 1/2, 1/2) of the
+  content (cxcywh relative to the unpadded image, as DETR predicts)."""
+
+  @nn.compact
+  def __call__(self, images, pad_mask=None, train=False):
+    assert pad_mask is not None and pad_mask.shape == images.shape[:3]
+    offset = self.param("offset", nn.initializers.zeros, ())
+    batch = images.shape[0]
+    logits = jnp.array([[0.0, 5.0, 0.0, 0.0, -5.0]]) + offset  # 4 classes + no-object
+    boxes = jnp.array([[0.25, 0.25, 0.5, 0.5]])
+    return {"pred_logits": jnp.broadcast_to(logits, (batch, 1, 5)),
+            "pred_boxes": jnp.broadcast_to(boxes, (batch, 1, 4))}
+
+
+def _fake_detr_predictor(resize):
+  config = base_config("shapes", task="detection")  # 64 px canvas
+  config.data.update({"resize": resize, "min_sizes": (32, 48), "max_size": 64})
+  model = FakeDetr()
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64),
+                                                                                  bool))
+  return predict.Predictor(config, model, variables, ("circle", "square", "triangle", "star"),
+                           (1, 2, 3, 4))
+
+
+def detr_get_size_with_aspect_ratio(image_size, size, max_size=None):
+  """Transcription of facebookresearch/detr ``datasets/transforms.py``: ``(w, h)`` -> ``(h, w)``."""
+  w, h = image_size
+  if max_size is not None:
+    min_original_size, max_original_size = float(min((w, h))), float(max((w, h)))
+    if max_original_size / min_original_size * size > max_size:
+      size = int(round(max_size * min_original_size / max_original_size))
+  if (w <= h and w == size) or (h <= w and h == size):
+    return (h, w)
+  if w < h:
+    return (int(size * h / w), size)
+  return (size, int(size * w / h))
+
+
+@pytest.mark.parametrize("height,width", [(96, 128), (60, 40), (10, 100), (33, 97), (48, 48),
+                                          (200, 150)])
+def test_detr_eval_size_follows_detr_and_the_pipeline(height, width):
+  from seg_jax.data import augment
+  from seg_jax.data._tf import tf
+  predictor = _fake_detr_predictor("detr")  # test shorter side max(32, 48), longer <= 64
+  want = detr_get_size_with_aspect_ratio((width, height), 48, 64)
+  assert predictor.eval_size(height, width) == want
+  example = {"image": tf.zeros([height, width, 3]), "label": tf.zeros([height, width], tf.int32),
+             "masks": tf.ones([1, height, width], tf.int32), "classes": tf.zeros([1], tf.int32)}
+  out = augment.eval_transform(example, image_size=64, resize="detr", ignore_label=255,
+                               min_sizes=(32, 48), max_size=64)
+  assert tuple(out["resized_size"].numpy()) == want
+  # and the pixels are resized as the pipeline does it (bilinear with antialiasing)
+  image = RNG.normal(size=(height, width, 3)).astype(np.float32)
+  np.testing.assert_allclose(predict._resize(image, *want, antialias=True),
+                             tf.image.resize(image, want, "bilinear", antialias=True).numpy(),
+                             atol=1e-4)  # float32 summation order
+
+
+@pytest.mark.parametrize("resize,shape", [("detr", (96, 128)), ("none", (40, 50)),
+                                          ("original", (40, 50))])
+def test_detector_gives_detr_the_padding_mask(resize, shape):
+  """The box is half the content: mapped back, half the input image (with no mask it would
+  be half the 64 px canvas)."""
+  image = RNG.integers(0, 256, shape + (3,), dtype=np.uint8)
+  records = predict.Detector(_fake_detr_predictor(resize))(image, image_id=7)
+  height, width = shape
+  assert [(r["image_id"], r["category_id"]) for r in records] == [(7, 2)]
+  np.testing.assert_allclose(records[0]["bbox"], [0.0, 0.0, width / 2, height / 2], atol=1e-4)
+
+
 def test_predict_files_detection_outputs(tmp_path):
   for name, size in (("000000000139.png", (40, 50)), ("cat.png", (64, 64))):
     Image.fromarray(RNG.integers(0, 256, size + (3,), dtype=np.uint8)).save(tmp_path / name)
