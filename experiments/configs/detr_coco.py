@@ -29,7 +29,7 @@ the loop converts it into the backbone (parameters and frozen-BN statistics).
 import ml_collections
 
 from experiments.configs import _options
-from seg_jax.data import default_data_config
+from seg_jax.data.config import default_data_config
 from seg_jax.training.config import base_config
 
 TRAIN_IMAGES = 118287  # COCO train2017; DETR keeps images without annotations

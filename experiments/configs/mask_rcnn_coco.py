@@ -29,7 +29,7 @@ Run: ``python -m experiments.train --config=mask_rcnn_coco --workdir=/tmp/mask_r
 import ml_collections
 
 from experiments.configs import _options
-from seg_jax.data import default_data_config
+from seg_jax.data.config import default_data_config
 from seg_jax.training.config import base_config
 
 

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from seg_jax.data import coco, pets, shapes, voc
+from seg_jax.data import config as data_config_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,26 +33,34 @@ class DatasetSpec:
   instance_class_names: tuple[str, ...] = ()
 
 
+def _spec(name: str, class_names: tuple[str, ...],
+          instance_class_names: tuple[str, ...] = ()) -> DatasetSpec:
+  """The class names here, the rest from the config's table (``seg_jax.data.config``)."""
+  facts = data_config_lib.dataset_facts(name)
+  if len(class_names) != facts.num_classes:
+    raise AssertionError(f"{name}: {len(class_names)} class names, seg_jax.data.config says "
+                         f"{facts.num_classes}")
+  return DatasetSpec(class_names, facts.train_split, facts.eval_split, facts.has_instances,
+                     instance_class_names)
+
+
 DATASETS: dict[str, DatasetSpec] = {
-    "shapes": DatasetSpec(("background",) + shapes.SHAPE_NAMES, "train", "validation",
-                          has_instances=True, instance_class_names=shapes.SHAPE_NAMES),
-    "voc_segmentation": DatasetSpec(voc.VOC_CLASS_NAMES, "train", "validation"),
-    "oxford_iiit_pet": DatasetSpec(pets.PET_CLASS_NAMES, "train", "test"),
-    "coco_instances": DatasetSpec(("background",) + coco.COCO_CLASS_NAMES, "train",
-                                  "validation", has_instances=True,
-                                  instance_class_names=coco.COCO_CLASS_NAMES),
+    "shapes": _spec("shapes", ("background",) + shapes.SHAPE_NAMES, shapes.SHAPE_NAMES),
+    "voc_segmentation": _spec("voc_segmentation", voc.VOC_CLASS_NAMES),
+    "oxford_iiit_pet": _spec("oxford_iiit_pet", pets.PET_CLASS_NAMES),
+    "coco_instances": _spec("coco_instances", ("background",) + coco.COCO_CLASS_NAMES,
+                            coco.COCO_CLASS_NAMES),
 }
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-  if name not in DATASETS:
-    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+  data_config_lib.dataset_facts(name)  # the unknown-name error
   return DATASETS[name]
 
 
 def resolve_data_dir(data_config: Any = None) -> str:
   """``data_config.data_dir``, else ``$SEG_JAX_DATA_DIR``, else ``~/tensorflow_datasets``."""
-  data_dir = data_config.get("data_dir") if data_config is not None else None
+  data_dir = data_config.data_dir if data_config is not None else None
   if not data_dir:
     data_dir = os.environ.get("SEG_JAX_DATA_DIR") or "~/tensorflow_datasets"
   return os.path.expanduser(os.fspath(data_dir))
@@ -72,7 +81,7 @@ def make_builder(data_config: Any) -> tfds.core.DatasetBuilder:
   name = data_config.name
   dataset_spec(name)
   data_dir = resolve_data_dir(data_config)
-  builder_config = data_config.get("builder_config")
+  builder_config = data_config.builder_config
   if name == "shapes":
     return shapes.Shapes(config=_shapes_config(builder_config), data_dir=data_dir)
   if name == "voc_segmentation":
@@ -139,12 +148,12 @@ def get_builder(data_config: Any) -> tfds.core.DatasetBuilder:
     return builder
   data_dir = resolve_data_dir(data_config)
   name = data_config.name
-  manual_dir = data_config.get("manual_dir")
+  manual_dir = data_config.manual_dir
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
   if name != "shapes" and not manual_dir and (
-      not data_config.get("download", True) or not _reachable(_DOWNLOAD_URLS[name])):
-    raise FileNotFoundError(_missing_message(name, data_dir, data_config.get("builder_config")))
+      not data_config.download or not _reachable(_DOWNLOAD_URLS[name])):
+    raise FileNotFoundError(_missing_message(name, data_dir, data_config.builder_config))
   with _file_lock(os.path.join(data_dir, f".{name}.prepare.lock")):
     builder = make_builder(data_config)  # another process may have prepared it meanwhile
     if builder.is_prepared():
@@ -158,6 +167,6 @@ def get_builder(data_config: Any) -> tfds.core.DatasetBuilder:
       cause = str(e).splitlines()[0] if str(e) else ""
       if isinstance(e, ValueError):  # files are there but their contents are wrong
         raise ValueError(f"preparing {name} in {data_dir}: {cause}") from e
-      missing = _missing_message(name, data_dir, data_config.get("builder_config"))
+      missing = _missing_message(name, data_dir, data_config.builder_config)
       raise FileNotFoundError(f"{missing} ({type(e).__name__}: {cause[:200]})") from e
   return builder

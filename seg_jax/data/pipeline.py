@@ -26,15 +26,14 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
 from seg_jax.data import augment, builders, coco, pets
 from seg_jax.data._tf import tf
+# The data config lives in a TensorFlow-free module; re-exported here for existing callers.
+from seg_jax.data.config import IMAGENET_MEAN, IMAGENET_STD, default_data_config  # noqa: F401
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # The Caffe VGG-16 ILSVRC mean pixel, BGR order, 0..255 (fcn.berkeleyvision.org, pytorch-fcn).
 CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
 PREPROCESSING = ("torchvision", "caffe")
@@ -47,52 +46,17 @@ _KNOWN_SIZES = {  # used by dataset_info before a download happened
 }
 
 
-def default_data_config(name: str = "shapes", **overrides: Any) -> ml_collections.ConfigDict:
-  """Every field the pipeline reads, with defaults suited to ``name``."""
-  spec = builders.dataset_spec(name)
-  cfg = ml_collections.ConfigDict({
-      "name": name,
-      "builder_config": ml_collections.FieldReference(None, field_type=str),
-      "data_dir": ml_collections.FieldReference(None, field_type=str),
-      "manual_dir": ml_collections.FieldReference(None, field_type=str),
-      "download": True,
-      "image_size": {"voc_segmentation": 512, "oxford_iiit_pet": 128,
-                     "coco_instances": 800}.get(name, 64),
-      "resize": "longer_side" if name in ("oxford_iiit_pet", "coco_instances") else "none",
-      # resize='shorter_side' (Detectron2): train shorter side drawn from min_sizes, test
-      # shorter side max(min_sizes), longer side at most max_size (image_size >= max_size).
-      "min_sizes": (640, 672, 704, 736, 768, 800),
-      "max_size": 1333,
-      "num_classes": len(spec.class_names),
-      "ignore_label": 255,
-      "task": "semantic",
-      "max_instances": 100 if name == "coco_instances" else 8,
-      "train_split": spec.train_split,
-      "eval_split": spec.eval_split,
-      "augmentation": {"scale_range": (0.5, 2.0), "flip": True, "crop": True},
-      "preprocessing": "torchvision",
-      "mean": IMAGENET_MEAN,
-      "std": IMAGENET_STD,
-      "shuffle_buffer": 1024,
-      "prefetch": 2,
-      "cache": name == "shapes",
-  })
-  cfg.update(overrides)
-  return cfg
-
-
 def _validate(cfg) -> builders.DatasetSpec:
   spec = builders.dataset_spec(cfg.name)
-  num_classes = cfg.get("num_classes")
-  if num_classes is not None and num_classes != len(spec.class_names):
-    raise ValueError(f"data.num_classes={num_classes} but {cfg.name} has "
+  if cfg.num_classes != len(spec.class_names):
+    raise ValueError(f"data.num_classes={cfg.num_classes} but {cfg.name} has "
                      f"{len(spec.class_names)} classes")
-  task = cfg.get("task", "semantic")
+  task = cfg.task
   if task not in ("semantic", "instances"):
     raise ValueError(f"data.task must be 'semantic' or 'instances', got {task!r}")
   if task == "instances" and not spec.has_instances:
     raise ValueError(f"data.task='instances' needs a dataset with instances; {cfg.name} has none")
-  preprocessing = cfg.get("preprocessing", "torchvision")
+  preprocessing = cfg.preprocessing
   if preprocessing not in PREPROCESSING:
     raise ValueError(f"data.preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
   return spec
@@ -177,12 +141,12 @@ def _check_original_size(cfg, global_batch_size: int, train: bool) -> None:
   if global_batch_size != 1:
     raise ValueError(f"data.resize='original' keeps every image at its own size, so "
                      f"batch_size must be 1, got {global_batch_size}")
-  aug = cfg.get("augmentation", {})
-  scale_range = tuple(aug.get("scale_range", (0.5, 2.0)))
-  if train and (bool(aug.get("crop", True)) or scale_range != (1.0, 1.0)):
+  aug = cfg.augmentation
+  scale_range = tuple(aug.scale_range)
+  if train and (bool(aug.crop) or scale_range != (1.0, 1.0)):
     raise ValueError(f"data.resize='original' trains on whole images: set "
                      f"data.augmentation.crop=False and scale_range=(1.0, 1.0), got "
-                     f"crop={aug.get('crop', True)}, scale_range={scale_range}")
+                     f"crop={aug.crop}, scale_range={scale_range}")
 
 
 def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size: int,
@@ -196,18 +160,17 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
     raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
                      f"process_count={process_count}")
   batch_size = global_batch_size // process_count
-  instances = cfg.get("task", "semantic") == "instances"
-  image_size, ignore = int(cfg.image_size), int(cfg.get("ignore_label", 255))
-  mean = tf.constant(cfg.get("mean", IMAGENET_MEAN), tf.float32)
-  std = tf.constant(cfg.get("std", IMAGENET_STD), tf.float32)
-  resize = cfg.get("resize", "none")
-  sizes = dict(min_sizes=tuple(cfg.get("min_sizes", None) or (800,)),
-               max_size=int(cfg.get("max_size", None) or 1333))
+  instances = cfg.task == "instances"
+  image_size, ignore = int(cfg.image_size), int(cfg.ignore_label)
+  mean = tf.constant(cfg.mean, tf.float32)
+  std = tf.constant(cfg.std, tf.float32)
+  resize = cfg.resize
+  sizes = dict(min_sizes=tuple(cfg.min_sizes), max_size=int(cfg.max_size))
   if resize == "shorter_side" and sizes["max_size"] > image_size:
     raise ValueError(f"data.resize='shorter_side' pads to data.image_size={image_size}, which "
                      f"must be >= data.max_size={sizes['max_size']}")
-  max_instances = int(cfg.get("max_instances", 8))
-  preprocessing = cfg.get("preprocessing", "torchvision")
+  max_instances = int(cfg.max_instances)
+  preprocessing = cfg.preprocessing
   original = resize == "original"
   if original:
     _check_original_size(cfg, global_batch_size, train)
@@ -227,14 +190,14 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
   ds = ds.enumerate(start=offset).map(
       lambda i, ex: _to_common(ex, cfg.name, instances, mean, std, ignore, preprocessing, i),
       num_parallel_calls=tf.data.AUTOTUNE)
-  if cfg.get("cache", False):
+  if cfg.cache:
     ds = ds.cache()
 
   if train:
-    aug = cfg.get("augmentation", {})
-    kwargs = dict(image_size=image_size, scale_range=tuple(aug.get("scale_range", (0.5, 2.0))),
-                  flip=bool(aug.get("flip", True)), crop=bool(aug.get("crop", True)),
-                  resize=resize, ignore_label=ignore, **sizes)
+    aug = cfg.augmentation
+    kwargs = dict(image_size=image_size, scale_range=tuple(aug.scale_range),
+                  flip=bool(aug.flip), crop=bool(aug.crop), resize=resize, ignore_label=ignore,
+                  **sizes)
     base_seed = tf.constant([seed, process_index], tf.int64)
 
     def transform(index, example):
@@ -242,7 +205,7 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
       example = augment.train_transform(example, example_seed, **kwargs)
       return _finish(example, output_size, instances, max_instances)
 
-    ds = ds.shuffle(int(cfg.get("shuffle_buffer", 1024)), seed=seed,
+    ds = ds.shuffle(int(cfg.shuffle_buffer), seed=seed,
                     reshuffle_each_iteration=True)
     ds = ds.repeat().enumerate().map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
@@ -259,7 +222,7 @@ def build_tf_dataset(data_config, *, split: str, train: bool, global_batch_size:
       num_batches = -(-max(counts) // batch_size)
       filler = tf.data.Dataset.from_tensors(_empty_batch(ds.element_spec, ignore)).repeat()
       ds = ds.concatenate(filler).take(num_batches)
-  return ds.prefetch(int(cfg.get("prefetch", 2))).with_options(options)
+  return ds.prefetch(int(cfg.prefetch)).with_options(options)
 
 
 def get_dataset(data_config, *, split: str, train: bool, global_batch_size: int,
@@ -282,14 +245,14 @@ def dataset_info(data_config) -> dict[str, Any]:
     builder = builders.make_builder(data_config)
   num_examples = {s: int(info.num_examples) for s, info in builder.info.splits.items()}
   if not num_examples:
-    key = (name, data_config.get("builder_config") or ("default" if name != "oxford_iiit_pet"
-                                                          else None))
+    key = (name, data_config.builder_config or ("default" if name != "oxford_iiit_pet"
+                                                  else None))
     num_examples = dict(_KNOWN_SIZES.get(key, {}))
   return {
       "num_classes": len(spec.class_names),
       "class_names": list(spec.class_names),
       "instance_class_names": list(spec.instance_class_names),
-      "ignore_label": int(data_config.get("ignore_label", 255)),
+      "ignore_label": int(data_config.ignore_label),
       "num_examples": num_examples,
   }
 
@@ -297,10 +260,10 @@ def dataset_info(data_config) -> dict[str, Any]:
 def denormalize(image: np.ndarray, data_config) -> np.ndarray:
   """Normalised float image(s) ``(...,H,W,3)`` -> uint8 RGB for overlay PNGs."""
   image = np.asarray(image, np.float32)
-  if data_config.get("preprocessing", "torchvision") == "caffe":
+  if data_config.preprocessing == "caffe":
     pixels = (image + np.asarray(CAFFE_BGR_MEAN, np.float32))[..., ::-1]
     return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-  mean = np.asarray(data_config.get("mean", IMAGENET_MEAN), np.float32)
-  std = np.asarray(data_config.get("std", IMAGENET_STD), np.float32)
+  mean = np.asarray(data_config.mean, np.float32)
+  std = np.asarray(data_config.std, np.float32)
   pixels = (image * std + mean) * 255.0
   return np.clip(np.round(pixels), 0, 255).astype(np.uint8)

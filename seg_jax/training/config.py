@@ -9,14 +9,14 @@ configs (``experiments/configs``) do the same.
 The values are the library defaults: plain SGD at a constant learning rate, evaluation only
 at the end, a checkpoint at the end, the last 3 kept. The ``model`` section holds the
 model's constructor arguments (its defaults are the model's own dataclass fields); ``data``
-is ``seg_jax.data.default_data_config(data_name)``; ``loss`` depends on the task.
+is ``seg_jax.data.config.default_data_config(data_name)``; ``loss`` depends on the task.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from seg_jax.data import default_data_config
+from seg_jax.data.config import default_data_config
 
 TASKS = ("semantic", "classification", "instance", "detection")
 # The model a task's base config names (any model of the task can replace it).
