@@ -50,6 +50,10 @@ struct Cached {
   dnnl::reorder weights_reorder;  // user -> conv (forward, input gradient) or back
   bool needs_reorder = false;
   memory reordered;  // the kernel (or its gradient) in conv_weights' layout, reused per call
+  // Our own scratchpads: oneDNN's default one is thread-local to the thread that created the
+  // primitive and is reallocated when that thread creates a larger one, while XLA may run
+  // the primitive from another thread (FCN-8s crashed in a GEMM convolution's im2col so).
+  memory scratchpad, reorder_scratchpad;
 };
 
 struct State {
@@ -71,29 +75,34 @@ memory::desc Desc(const memory::dims& dims, Tag tag) {
 std::unique_ptr<Cached> Build(Pass pass, const Geometry& g, dnnl::engine& engine) {
   auto src = Desc(g.src, Tag::nhwc), dst = Desc(g.dst, Tag::nhwc);
   auto any_weights = Desc(g.weights, Tag::any);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto forward = dnnl::convolution_forward::primitive_desc(
       engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
-      any_weights, dst, g.strides, g.dilations, g.pad_lo, g.pad_hi);
+      any_weights, dst, g.strides, g.dilations, g.pad_lo, g.pad_hi, attr);
   auto out = std::make_unique<Cached>();
   out->user_weights = Desc(g.weights, Tag::hwio);
   if (pass == Pass::kForward) {
     out->conv = dnnl::convolution_forward(forward);
+    out->scratchpad = memory(forward.scratchpad_desc(), engine);
     out->conv_weights = forward.weights_desc();
     out->user_activation = src;
     out->user_output = dst;
   } else if (pass == Pass::kInputGradient) {
     auto pd = dnnl::convolution_backward_data::primitive_desc(
         engine, dnnl::algorithm::convolution_direct, src, any_weights, dst, g.strides,
-        g.dilations, g.pad_lo, g.pad_hi, forward);
+        g.dilations, g.pad_lo, g.pad_hi, forward, attr);
     out->conv = dnnl::convolution_backward_data(pd);
+    out->scratchpad = memory(pd.scratchpad_desc(), engine);
     out->conv_weights = pd.weights_desc();
     out->user_activation = dst;
     out->user_output = src;
   } else {
     auto pd = dnnl::convolution_backward_weights::primitive_desc(
         engine, dnnl::algorithm::convolution_direct, src, any_weights, dst, g.strides,
-        g.dilations, g.pad_lo, g.pad_hi, forward);
+        g.dilations, g.pad_lo, g.pad_hi, forward, attr);
     out->conv = dnnl::convolution_backward_weights(pd);
+    out->scratchpad = memory(pd.scratchpad_desc(), engine);
     out->conv_weights = pd.diff_weights_desc();
     out->user_activation = src;
     out->user_output = dst;  // unused: the output is the kernel gradient
@@ -101,12 +110,14 @@ std::unique_ptr<Cached> Build(Pass pass, const Geometry& g, dnnl::engine& engine
   out->needs_reorder = out->conv_weights != out->user_weights;
   if (out->needs_reorder) {
     out->reordered = memory(out->conv_weights, engine);
-    out->weights_reorder =
+    auto reorder_pd =
         pass == Pass::kKernelGradient
-            ? dnnl::reorder(dnnl::reorder::primitive_desc(engine, out->conv_weights, engine,
-                                                          out->user_weights))
-            : dnnl::reorder(dnnl::reorder::primitive_desc(engine, out->user_weights, engine,
-                                                          out->conv_weights));
+            ? dnnl::reorder::primitive_desc(engine, out->conv_weights, engine,
+                                            out->user_weights, attr)
+            : dnnl::reorder::primitive_desc(engine, out->user_weights, engine,
+                                            out->conv_weights, attr);
+    out->weights_reorder = dnnl::reorder(reorder_pd);
+    out->reorder_scratchpad = memory(reorder_pd.scratchpad_desc(), engine);
   }
   return out;
 }
@@ -136,16 +147,23 @@ ffi::Error Run(Pass pass, ffi::Span<const int64_t> x, ffi::Span<const int64_t> k
     memory user_weights(c.user_weights, s.engine, weights);
     memory conv_weights = c.needs_reorder ? c.reordered : user_weights;
     memory in(c.user_activation, s.engine, activation);
+    auto reorder = [&](memory& from, memory& to) {
+      c.weights_reorder.execute(s.stream, {{DNNL_ARG_FROM, from},
+                                           {DNNL_ARG_TO, to},
+                                           {DNNL_ARG_SCRATCHPAD, c.reorder_scratchpad}});
+    };
     if (pass == Pass::kForward) {
-      if (c.needs_reorder) c.weights_reorder.execute(s.stream, user_weights, conv_weights);
+      if (c.needs_reorder) reorder(user_weights, conv_weights);
       c.conv.execute(s.stream, {{DNNL_ARG_SRC, in},
                                 {DNNL_ARG_WEIGHTS, conv_weights},
-                                {DNNL_ARG_DST, memory(c.user_output, s.engine, output)}});
+                                {DNNL_ARG_DST, memory(c.user_output, s.engine, output)},
+                                {DNNL_ARG_SCRATCHPAD, c.scratchpad}});
     } else if (pass == Pass::kInputGradient) {
-      if (c.needs_reorder) c.weights_reorder.execute(s.stream, user_weights, conv_weights);
+      if (c.needs_reorder) reorder(user_weights, conv_weights);
       c.conv.execute(s.stream, {{DNNL_ARG_DIFF_DST, in},
                                 {DNNL_ARG_WEIGHTS, conv_weights},
-                                {DNNL_ARG_DIFF_SRC, memory(c.user_output, s.engine, output)}});
+                                {DNNL_ARG_DIFF_SRC, memory(c.user_output, s.engine, output)},
+                                {DNNL_ARG_SCRATCHPAD, c.scratchpad}});
     } else {
       // Here `weights` is dy (N,Ho,Wo,O) and `output` the kernel gradient (HWIO).
       memory dy(Desc(g.dst, Tag::nhwc), s.engine, weights);
@@ -153,8 +171,9 @@ ffi::Error Run(Pass pass, ffi::Span<const int64_t> x, ffi::Span<const int64_t> k
       memory conv_grad = c.needs_reorder ? c.reordered : user_grad;
       c.conv.execute(s.stream, {{DNNL_ARG_SRC, in},
                                 {DNNL_ARG_DIFF_DST, dy},
-                                {DNNL_ARG_DIFF_WEIGHTS, conv_grad}});
-      if (c.needs_reorder) c.weights_reorder.execute(s.stream, conv_grad, user_grad);
+                                {DNNL_ARG_DIFF_WEIGHTS, conv_grad},
+                                {DNNL_ARG_SCRATCHPAD, c.scratchpad}});
+      if (c.needs_reorder) reorder(conv_grad, user_grad);
     }
     s.stream.wait();
   } catch (const std::exception& e) {  // dnnl::error, std::bad_alloc: never cross into XLA
