@@ -27,7 +27,7 @@ flags.mark_flag_as_required("config")
 
 def _default_annotations(config, workdir: str) -> str:
   if config.data.name == "coco_instances":
-    if not config.data.get("manual_dir"):
+    if not config.data.manual_dir:
       raise ValueError("COCO needs --annotations=<instances_val2017.json> (or "
                        "--config.data.manual_dir with annotations/)")
     return os.path.join(config.data.manual_dir, "annotations", "instances_val2017.json")
@@ -37,6 +37,7 @@ def _default_annotations(config, workdir: str) -> str:
 def main(argv):
   configs.start_cli(argv)
   from seg_jax import coco_eval  # pylint: disable=g-import-not-at-top
+  from seg_jax.tasks import detection  # pylint: disable=g-import-not-at-top
   from seg_jax.training import loop  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   workdir = os.path.abspath(_WORKDIR.value or configs.default_workdir())
@@ -45,10 +46,14 @@ def main(argv):
     if _ANNOTATIONS.value and not os.path.isfile(annotations):
       raise ValueError(f"--annotations file not found: {annotations}")
     step, pairs = loop.predict_eval_split(config, workdir, step=_STEP.value)
+    # the threshold of the task's own masks: DETR's task constant, Mask R-CNN's model field
+    # (config.model.mask_threshold, else the model's default)
+    mask_threshold = float(detection.MASK_THRESHOLD if config.task == "detection" else
+                           loop.build_model(config, int(config.model.num_classes)).mask_threshold)
     output = _OUTPUT.value or os.path.join(workdir, "coco_results.json")
     scores = coco_eval.evaluate_predictions(
         pairs, config.data, int(config.model.num_classes), annotations, output,
-        max_detections=100, mask_threshold=float(config.model.get("mask_threshold", 0.5)))
+        max_detections=100, mask_threshold=mask_threshold)
   except (ValueError, OSError) as error:
     sys.stderr.write(f"error: {error}\n")
     sys.exit(2)

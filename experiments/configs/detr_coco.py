@@ -29,7 +29,6 @@ the loop converts it into the backbone (parameters and frozen-BN statistics).
 import ml_collections
 
 from experiments.configs import _options
-from seg_jax.data.config import default_data_config
 from seg_jax.training.config import base_config
 
 TRAIN_IMAGES = 118287  # COCO train2017; DETR keeps images without annotations
@@ -47,11 +46,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if len(schedule) > 1:
     raise ValueError(f"detr_coco: choose one schedule of {sorted(SCHEDULES)}, got {schedule}")
   epochs, drop_epoch = SCHEDULES[schedule[0]]
-  config = base_config("coco_instances", task="detection")
-  config.data = default_data_config(
-      "coco_instances", task="instances", image_size=1344, resize="detr",
-      min_sizes=tuple(range(480, 801, 32)), max_size=1333, max_instances=100,
-      augmentation={"scale_range": (1.0, 1.0), "flip": True, "crop": True})
+  config = base_config("coco_instances", task="detection")  # data.task='instances'
+  config.data.update({"image_size": 1344, "resize": "detr",
+                      "min_sizes": tuple(range(480, 801, 32)), "max_size": 1333,
+                      "max_instances": 100})
+  config.data.augmentation.update({"scale_range": (1.0, 1.0), "flip": True, "crop": True})
   config.model = ml_collections.ConfigDict({
       "name": "detr", "num_classes": 80, "num_queries": 100, "d_model": 256, "num_heads": 8,
       "num_encoder_layers": 6, "num_decoder_layers": 6, "dim_feedforward": 2048,

@@ -21,16 +21,9 @@ import ml_collections
 from experiments.configs import shapes_base
 
 
-def detr_loss_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      "eos_coef": 0.1, "class_weight": 1.0, "bbox_weight": 5.0, "giou_weight": 2.0,
-      "mask_weight": 1.0, "dice_weight": 1.0, "aux_loss": True})
-
-
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  config = shapes_base.base_config("shapes")
-  config.task = "detection"
-  config.data.task = "instances"
+  # data.task='instances'; loss: DETR's weights (1/5/2, no-object 0.1, auxiliary losses)
+  config = shapes_base.base_config("shapes", task="detection")
   config.data.max_instances = 8
   config.data.augmentation = {"scale_range": (0.75, 1.25), "flip": True, "crop": True}
   config.model = ml_collections.ConfigDict({
@@ -39,7 +32,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       "dropout": 0.0, "backbone_depth": 18, "backbone_width": 0.25, "frozen_bn": False,
       "feature_level": "c3", "with_masks": False, "query_type": "anchor",
       "spatial_prior": True})
-  config.loss = detr_loss_config()
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-4

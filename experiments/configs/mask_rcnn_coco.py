@@ -29,23 +29,22 @@ Run: ``python -m experiments.train --config=mask_rcnn_coco --workdir=/tmp/mask_r
 import ml_collections
 
 from experiments.configs import _options
-from seg_jax.data.config import default_data_config
 from seg_jax.training.config import base_config
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  config = base_config("coco_instances", task="instance")
-  config.data = default_data_config(
-      "coco_instances", task="instances", image_size=1344, resize="shorter_side",
-      min_sizes=(640, 672, 704, 736, 768, 800), max_size=1333, max_instances=100,
-      augmentation={"scale_range": (1.0, 1.0), "flip": True, "crop": True})
+  config = base_config("coco_instances", task="instance")  # data.task='instances'
+  config.data.update({"image_size": 1344, "resize": "shorter_side",
+                      "min_sizes": (640, 672, 704, 736, 768, 800), "max_size": 1333,
+                      "max_instances": 100})
+  config.data.augmentation.update({"scale_range": (1.0, 1.0), "flip": True, "crop": True})
   config.model = ml_collections.ConfigDict({
       "name": "mask_rcnn", "num_classes": 80, "backbone_depth": 50, "width": 1.0,
       "frozen_bn": True, "anchor_sizes": ((32,), (64,), (128,), (256,), (512,)),
       "rpn_batch_size": 256, "rpn_pre_nms_top_n_train": 2000, "rpn_post_nms_top_n_train": 1000,
       "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "roi_batch_size": 512,
       "representation_size": 1024, "mask_channels": 256, "max_detections": 100,
-      "roi_op": "align", "sampling_ratio": 0, "with_mask": True})
+      "roi_op": "align", "sampling_ratio": 0, "with_mask": True, "mask_threshold": 0.5})
   config.loss.smooth_l1_beta = 0.0  # L1
   config.optimizer.name = "momentum"
   config.optimizer.learning_rate = 0.02

@@ -21,7 +21,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       "rpn_batch_size": 128, "rpn_pre_nms_top_n_train": 256, "rpn_post_nms_top_n_train": 128,
       "rpn_pre_nms_top_n_test": 256, "rpn_post_nms_top_n_test": 64, "roi_batch_size": 64,
       "representation_size": 256, "mask_channels": 32, "max_detections": 16,
-      "roi_op": "align", "with_mask": True})
+      "roi_op": "align", "with_mask": True, "mask_threshold": 0.5})
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.grad_clip_norm = 10.0

@@ -30,13 +30,17 @@ from seg_jax.models.detr import postprocess_detr
 from seg_jax.ops.boxes import box_iou
 
 Batch = dict[str, Any]
+# Mask probability above which a pixel belongs to the object (DETR has no model field for
+# it; the official evaluation thresholds the mask probabilities with the same value).
+MASK_THRESHOLD = 0.5
+
+
+_LOSS_KEYS = ("eos_coef", "class_weight", "bbox_weight", "giou_weight", "mask_weight",
+              "dice_weight", "aux_loss")  # config.loss (seg_jax.training.config.loss_config)
 
 
 def _loss_kwargs(config) -> dict:
-  loss_config = dict(config.get("loss", None) or {})
-  keys = ("eos_coef", "class_weight", "bbox_weight", "giou_weight", "mask_weight",
-          "dice_weight", "aux_loss")
-  return {k: loss_config[k] for k in keys if loss_config.get(k) is not None}
+  return {k: config.loss[k] for k in _LOSS_KEYS}
 
 
 def content_sizes(batch: Batch) -> jax.Array:
@@ -103,7 +107,7 @@ def predict(model, variables, batch: Batch, config) -> dict:
   """Detections sorted by score: ``boxes`` xyxy pixels, ``scores``, ``classes`` (B,Q)."""
   del config
   outputs = model.apply(variables, batch["image"], _pad_mask(batch), train=False)
-  return postprocess_detr(outputs, batch["image"].shape[1:3],
+  return postprocess_detr(outputs, batch["image"].shape[1:3], mask_threshold=MASK_THRESHOLD,
                           content_sizes=content_sizes(batch))
 
 
@@ -127,7 +131,7 @@ def eval_outputs(model, variables, batch: Batch, config) -> dict:
   """Summable AP statistics of one batch (:func:`detection_statistics`)."""
   det = predict(model, variables, batch, config)
   return detection_statistics(det, batch, int(config.model.num_classes),
-                              int(config.get("eval_score_bins", 1000) or 1000))
+                              int(config.eval_score_bins))
 
 
 def finalize_eval(summed: dict, info: dict, config) -> dict:
