@@ -8,9 +8,12 @@ Task ``instances`` adds ``boxes`` float32 (B,M,4) xyxy pixels of the final image
 exclusive), ``classes`` int32 (B,M) 0-based object classes (no background), ``instance_masks``
 uint8 (B,M,H,W) and ``box_valid`` bool (B,M), padded to ``M = max_instances``, plus
 ``image_id`` int32 (B,) (COCO's image id; for other datasets the example's position in the
-split as read in order), ``orig_size`` int32 (B,2) (height, width before any resize) and, on
-eval batches, ``resized_size`` int32 (B,2) (the image content inside the padded input), so
-predictions can be mapped back to original pixels (``seg_jax.coco_eval``).
+split as read in order), ``orig_size`` int32 (B,2) (height, width before any resize),
+``pad_mask`` bool (B,H,W), True where a pixel is padding (the content sits at the top left;
+DETR's attention and positions ignore the padding and its boxes are relative to the content;
+all False for an unpadded image and for eval filler examples) and, on eval batches,
+``resized_size`` int32 (B,2) (the image content inside the padded input), so predictions can
+be mapped back to original pixels (``seg_jax.coco_eval``).
 
 Train: infinite, shuffled, augmented, ``drop_remainder``; deterministic for a given seed.
 ``data.resize='original'`` keeps every image at its own size (no resize, crop or pad; the
