@@ -20,7 +20,7 @@ _EXPORTS = {
     "build_tf_dataset": "pipeline",
     "dataset_info": "pipeline",
     "denormalize": "pipeline",
-    "default_data_config": "pipeline",
+    "default_data_config": "config",
     "get_builder": "builders",
     "resolve_data_dir": "builders",
     "dataset_spec": "builders",
