@@ -24,14 +24,5 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.eval_every = 800
   config.checkpoint_every = 800
   if "pretrained" in options:  # the encoder from the VGG-16-BN shapes classifier
-    _pretrained(config, "runlocal" in options)
+    shapes_base.start_from_bn_classifier(config, "runlocal" in options)
   return shapes_base.finish(config, ",".join(sorted(options - {"pretrained"})))
-
-
-def _pretrained(config: ml_collections.ConfigDict, runlocal: bool) -> None:
-  """``:pretrained``: the encoder starts from ``vgg16_bn_shapes_cls`` (its width, 1/8, so
-  every trunk layer matches; the classifier's other layers are reported as skipped);
-  ``--config.init_weights=''`` is the same recipe from scratch (the ablation)."""
-  config.model.width = 0.125
-  config.init_weights = "/tmp/seg_jax/vgg16_bn_shapes_cls" + ("_runlocal" if runlocal else "")
-

@@ -31,6 +31,15 @@ def base_config(data_name: str = "shapes", task: str = "semantic") -> ml_collect
   return config
 
 
+def start_from_bn_classifier(config: ml_collections.ConfigDict, runlocal: bool) -> None:
+  """The ``:pretrained`` option of SegNet/DeconvNet: the encoder starts from the
+  ``vgg16_bn_shapes_cls`` run (at its width, 1/8, so every trunk layer matches; the
+  classifier's other layers are reported as unused); ``--config.init_weights=''`` is the
+  same recipe from scratch (the ablation)."""
+  config.model.width = 0.125
+  config.init_weights = "/tmp/seg_jax/vgg16_bn_shapes_cls" + ("_runlocal" if runlocal else "")
+
+
 def get_config(arg=None) -> ml_collections.ConfigDict:
   """The base itself trains a small U-Net (see ``unet_shapes`` for the tuned recipe)."""
   config = base_config("shapes")
