@@ -27,16 +27,23 @@ Matcher = Callable[..., tuple[jax.Array, jax.Array]]
 _DUMMY_BOX = jnp.array([0.5, 0.5, 1.0, 1.0], jnp.float32)  # keeps padded rows NaN-free
 
 
-def normalized_targets(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+def normalized_targets(batch: dict, image_sizes: Optional[jax.Array] = None
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Batch -> ``(classes (B,M), boxes (B,M,4) normalised cxcywh, valid (B,M))``.
 
-  Padded boxes are replaced by a harmless dummy box so no NaN appears anywhere (a NaN in a
-  masked-out branch would still poison gradients).
+  Boxes are divided by each image's ``image_sizes`` ``(B, 2)`` (height, width: DETR's
+  unpadded size), by default the batch's canvas. Padded boxes are replaced by a harmless
+  dummy box so no NaN appears anywhere (a NaN in a masked-out branch would still poison
+  gradients).
   """
-  height, width = batch["image"].shape[1:3]
   valid = batch["box_valid"].astype(bool)
-  boxes = batch["boxes"].astype(jnp.float32) / jnp.array([width, height, width, height],
-                                                          jnp.float32)
+  if image_sizes is None:
+    height, width = batch["image"].shape[1:3]
+    scale = jnp.array([width, height, width, height], jnp.float32)
+  else:
+    sizes = jnp.asarray(image_sizes, jnp.float32)
+    scale = jnp.stack([sizes[:, 1], sizes[:, 0]] * 2, axis=-1)[:, None]
+  boxes = batch["boxes"].astype(jnp.float32) / scale
   boxes = jnp.where(valid[..., None], box_xyxy_to_cxcywh(boxes), _DUMMY_BOX)
   return batch["classes"].astype(jnp.int32), boxes, valid
 
@@ -161,14 +168,18 @@ def detr_loss(outputs: dict, batch: dict, *, eos_coef: float = 0.1, class_weight
               bbox_weight: float = 5.0, giou_weight: float = 2.0, mask_weight: float = 1.0,
               dice_weight: float = 1.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
               aux_loss: bool = True, matcher: Matcher = hungarian_matching,
-              axis_name: Optional[str] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+              axis_name: Optional[str] = None, image_sizes: Optional[jax.Array] = None
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Total DETR loss and its components; the weights double as matching-cost weights.
+
+  ``image_sizes`` (B, 2): each image's unpadded (height, width) that boxes are normalised
+  by (:func:`normalized_targets`; default the canvas).
 
   Returns ``(loss, metrics)``; ``metrics`` has the final layer's unweighted ``loss_ce``,
   ``loss_bbox``, ``loss_giou`` (+ ``loss_mask``, ``loss_dice``), ``loss_aux`` (weighted sum over
   auxiliary layers) and ``num_boxes``. Masks are used when ``outputs`` has ``pred_masks``.
   """
-  tgt_classes, tgt_boxes, valid = normalized_targets(batch)
+  tgt_classes, tgt_boxes, valid = normalized_targets(batch, image_sizes)
   num_boxes = jnp.maximum(_sum(valid.astype(jnp.float32), axis_name), 1.0)
   logits, boxes = outputs["pred_logits"][None], outputs["pred_boxes"][None]
   if aux_loss and outputs.get("aux_logits") is not None and outputs["aux_logits"].shape[0]:

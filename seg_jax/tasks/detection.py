@@ -56,16 +56,6 @@ def content_sizes(batch: Batch) -> jax.Array:
   return jnp.maximum(jnp.stack([rows, cols], axis=-1), 1).astype(jnp.float32)
 
 
-def _content_relative_targets(batch: Batch) -> Batch:
-  """The loss divides boxes by the canvas size (``image`` shape); stretching them by
-  canvas / content first makes that a division by each image's content size, DETR's
-  normalisation (an identity without padding)."""
-  height, width = batch["image"].shape[1:3]
-  sizes = content_sizes(batch)
-  stretch = jnp.stack([width / sizes[:, 1], height / sizes[:, 0]] * 2, axis=-1)[:, None]
-  return dict(batch, boxes=batch["boxes"].astype(jnp.float32) * stretch)
-
-
 def _pad_mask(batch: Batch):
   mask = batch.get("pad_mask")
   return None if mask is None else jnp.asarray(mask).astype(bool)
@@ -97,8 +87,8 @@ def loss_fn(model, params, batch_stats, batch: Batch, rng: jax.Array, config,
     outputs, updates = model.apply(variables, batch["image"], pad_mask, train=True,
                                    rngs={"dropout": rng}, mutable=["batch_stats"])
     batch_stats = updates["batch_stats"]
-  loss, metrics = detr_losses.detr_loss(outputs, _content_relative_targets(batch),
-                                        axis_name=axis_name, **_loss_kwargs(config))
+  loss, metrics = detr_losses.detr_loss(outputs, batch, axis_name=axis_name,
+                                        image_sizes=content_sizes(batch), **_loss_kwargs(config))
   metrics = {k: v for k, v in metrics.items() if k != "loss"}
   return loss, (metrics, batch_stats)
 

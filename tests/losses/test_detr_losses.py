@@ -181,3 +181,22 @@ def test_mask_losses_reference_and_perfect_masks():
   perfect = np.where(targets[:, [2, 0]] > 0, 30.0, -30.0).astype(np.float32)
   out = detr_losses.mask_losses(perfect, np.array([[2, 0]]), targets, jnp.float32(2.0))
   assert float(out["loss_mask"]) < 1e-6 and float(out["loss_dice"]) < 0.05
+
+
+def test_targets_are_normalised_by_each_image_size():
+  """DETR divides boxes by each image's unpadded (height, width), not by the canvas."""
+  batch = _batch(np.random.default_rng(3))
+  sizes = np.array([[20.0, 30.0], [16.0, 12.0]], np.float32)
+  _, boxes, valid = map(np.asarray, detr_losses.normalized_targets(batch, sizes))
+  xyxy = np.asarray(batch["boxes"], np.float64)
+  for b in range(2):
+    h, w = sizes[b]
+    for i in np.flatnonzero(valid[b]):
+      x1, y1, x2, y2 = xyxy[b, i]
+      expected = [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
+      np.testing.assert_allclose(boxes[b, i], expected, rtol=1e-6, atol=1e-6)
+  _, canvas, _ = map(np.asarray, detr_losses.normalized_targets(batch))
+  height, width = batch["image"].shape[1:3]
+  _, same, _ = map(np.asarray, detr_losses.normalized_targets(
+      batch, np.tile([[height, width]], (2, 1))))
+  np.testing.assert_allclose(same[valid], canvas[valid], rtol=1e-6)
