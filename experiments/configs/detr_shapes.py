@@ -13,12 +13,24 @@ and 0.50 after 2000 of this 6000-step schedule (README). ``--config.model.query_
 The DETR recipe otherwise (AdamW, gradient clip 0.1, set loss weights 1/5/2 with no-object
 weight 0.1) at toy scale with a 10x higher learning rate (1e-3, backbone included: it is
 trained from scratch); ``runlocal`` shrinks it to a smoke test.
-Run: ``python -m experiments.train --config=detr_shapes --workdir=/tmp/detr_shapes``.
+Run: ``python -m experiments.train --config=detr_shapes --workdir=/tmp/seg_jax/detr_shapes``.
+
+``masks``: DETR's segmentation head trained the paper's way, in a second stage on a frozen
+detector. The detector run (``--config.init_weights``, default ``/tmp/seg_jax/detr_shapes``)
+gives every parameter but the segmentation head's (``bbox_attention/``, ``mask_head/``); those
+get learning rate 0 (``optax.set_to_zero``) and the backbone's BatchNorm is frozen at the
+detector's statistics (``frozen_bn``; the trained BN layers are moved into frozen ones), so the
+boxes, classes and matching stay exactly the detector's while the mask head learns (focal +
+dice on the matched queries). Score with ``python -m experiments.evaluate_coco`` (segm AP).
 """
+
+import os
 
 import ml_collections
 
 from experiments.configs import shapes_base
+
+RUN_ROOT = "/tmp/seg_jax"
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
@@ -44,8 +56,22 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.eval_every = 2000
   config.checkpoint_every = 1000
   config.eval_score_bins = 1000
-  config = shapes_base.finish(config, arg)
-  if "runlocal" in shapes_base.parse_arg(arg):
+  options = shapes_base.parse_arg(arg)
+  if "masks" in options:
+    config.model.with_masks = True
+    config.model.frozen_bn = True
+    config.init_weights = os.path.join(RUN_ROOT, "detr_shapes" + (
+        "_runlocal" if "runlocal" in options else ""))
+    # Everything but the segmentation head is frozen: the detector's boxes and matching stay fixed.
+    config.optimizer.lr_multipliers = {"^(?!mask_head/|bbox_attention/)": 0.0}
+    config.optimizer.grad_clip_norm = 0.0
+    config.schedule.warmup_steps = 100
+    config.batch_size = 16
+    config.num_train_steps = 1500
+    config.eval_every = 0
+    config.checkpoint_every = 500
+  config = shapes_base.finish(config, ",".join(sorted(options - {"masks"})))
+  if "runlocal" in options:
     config.model.update({"num_encoder_layers": 1, "num_decoder_layers": 2, "d_model": 32,
                          "dim_feedforward": 64, "num_queries": 6, "backbone_width": 0.125})
   return config

@@ -11,6 +11,7 @@ four tensors ``scale, bias, mean, var`` all live in the ``batch_stats`` collecti
 optimiser never sees them and they are never updated (applying with
 ``mutable=['batch_stats']`` returns them unchanged). With ``frozen_bn=False`` it is an
 ordinary ``nn.BatchNorm`` (``scale``/``bias`` params, ``mean``/``var`` statistics).
+:func:`adapt_transferred` moves a run's layers between the two layouts (``init_weights``).
 """
 
 from __future__ import annotations
@@ -224,3 +225,65 @@ def load_pretrained(state: Mapping[str, Any], variables: Mapping[str, Any], *, s
   stats["backbone"] = merge_tree(stats.get("backbone", {}), converted["batch_stats"],
                                  source_name=source, prefix="backbone/")
   return {**variables, "params": params, "batch_stats": stats}
+
+
+_AFFINE = ("scale", "bias")
+
+
+def _bn_layers(tree: Mapping[str, Any], prefix: tuple = ()):
+  """Paths of the BatchNorm layers in a ``batch_stats`` tree (nodes holding ``mean``/``var``)."""
+  if not isinstance(tree, Mapping):
+    return
+  if "mean" in tree and "var" in tree:
+    yield prefix
+    return
+  for key, value in tree.items():
+    yield from _bn_layers(value, prefix + (key,))
+
+
+def _get(tree: Mapping[str, Any], path: tuple):
+  for key in path:
+    if not isinstance(tree, Mapping) or key not in tree:
+      return None
+    tree = tree[key]
+  return tree
+
+
+def _with(tree: Mapping[str, Any], path: tuple, value) -> dict:
+  """A copy of nested dict ``tree`` with ``path`` set to ``value`` (``None`` deletes it)."""
+  tree = dict(tree)
+  if len(path) == 1:
+    if value is None:
+      tree.pop(path[0], None)
+    else:
+      tree[path[0]] = value
+    return tree
+  tree[path[0]] = _with(tree.get(path[0], {}), path[1:], value)
+  return tree
+
+
+def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict:
+  """Run-to-run transfer hook of the ResNet detectors (DETR, Mask R-CNN).
+
+  A run trained with ordinary BatchNorm (``frozen_bn=False``: ``scale``/``bias`` in
+  ``params``) going into a model with frozen BatchNorm (all four tensors in ``batch_stats``)
+  has each layer's affine pair moved to ``batch_stats``, so the frozen layer computes exactly
+  the trained layer's inference map (torchvision's ``FrozenBatchNorm2d`` loading an ImageNet
+  BatchNorm); the reverse direction moves them back. Every other tensor is unchanged.
+  """
+  params = dict(source.get("params", {}))
+  stats = dict(source.get("batch_stats", {}))
+  target_params = target.get("params", {})
+  target_stats = target.get("batch_stats", {})
+  for path in list(_bn_layers(stats)):
+    layer_stats, layer_params = _get(stats, path), _get(params, path)
+    frozen_in_target = all(k in (_get(target_stats, path) or {}) for k in _AFFINE)
+    trainable_in_target = all(k in (_get(target_params, path) or {}) for k in _AFFINE)
+    if (frozen_in_target and isinstance(layer_params, Mapping)
+        and all(k in layer_params for k in _AFFINE) and not any(k in layer_stats for k in _AFFINE)):
+      stats = _with(stats, path, {**layer_stats, **{k: layer_params[k] for k in _AFFINE}})
+      params = _with(params, path, None)
+    elif trainable_in_target and all(k in layer_stats for k in _AFFINE) and layer_params is None:
+      params = _with(params, path, {k: layer_stats[k] for k in _AFFINE})
+      stats = _with(stats, path, {k: v for k, v in layer_stats.items() if k not in _AFFINE})
+  return {**source, "params": params, "batch_stats": stats}

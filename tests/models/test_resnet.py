@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seg_jax.models.resnet import (Bottleneck, FrozenBatchNorm, ResNet,
+from seg_jax.models.resnet import (Bottleneck, FrozenBatchNorm, ResNet, adapt_transferred,
                                    resnet_params_from_torchvision)
 
 # torchvision parameter counts without the 1000-way fc layer (weights + BN affine).
@@ -88,6 +88,43 @@ def test_trainable_batch_norm_updates_and_gradients():
   assert float(jnp.abs(grads["downsample_0"]["kernel"]).sum()) > 0
   before = variables["batch_stats"]["bn1"]["mean"]
   assert not np.allclose(updates["batch_stats"]["bn1"]["mean"], before)
+
+
+def _randomised(tree, seed):
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_unflatten(
+      treedef, [jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype) for x in leaves])
+
+
+def test_trained_batch_norm_run_moves_into_frozen_layers_and_back():
+  # A block trained with ordinary BatchNorm, transferred into the same block with frozen BN
+  # (a detector's second stage): the frozen block computes the trained block's eval map.
+  trained = Bottleneck(4, stride=2, downsample=True, frozen_bn=False)
+  frozen = Bottleneck(4, stride=2, downsample=True, frozen_bn=True)
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 8, 6)), jnp.float32)
+  key = jax.random.key(0, impl="rbg")
+  source = jax.jit(trained.init)(key, x)
+  source = {"params": _randomised(source["params"], 3),
+            "batch_stats": _randomised(source["batch_stats"], 4)}
+  target = jax.jit(frozen.init)(key, x)
+  moved = adapt_transferred(source, target)
+  assert set(moved["params"]) == {k for k in source["params"] if not k.startswith("bn")} - {
+      "downsample_1"}
+  assert (jax.tree_util.tree_structure(moved["batch_stats"])
+          == jax.tree_util.tree_structure(target["batch_stats"]))
+  assert (jax.tree_util.tree_structure(moved["params"])
+          == jax.tree_util.tree_structure(target["params"]))
+  want = trained.apply(source, x, train=False)
+  got = frozen.apply(moved, x, train=False)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  # and back: the frozen run into a trainable block gives the same inference map again
+  back = adapt_transferred(moved, source)
+  np.testing.assert_allclose(np.asarray(trained.apply(back, x, train=False)), np.asarray(want),
+                             rtol=1e-5, atol=1e-5)
+  # a run already in the target's layout passes through unchanged
+  same = adapt_transferred(source, source)
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, same, source))
 
 
 def test_bad_depth():
