@@ -64,7 +64,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
         "_runlocal" if "runlocal" in options else ""))
     # Everything but the segmentation head is frozen: the detector's boxes and matching stay fixed.
     config.optimizer.lr_multipliers = {"^(?!mask_head/|bbox_attention/)": 0.0}
-    config.optimizer.grad_clip_norm = 0.0
     config.schedule.warmup_steps = 100
     config.batch_size = 16
     config.num_train_steps = 1500
