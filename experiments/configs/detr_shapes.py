@@ -15,6 +15,12 @@ weight 0.1) at toy scale with a 10x higher learning rate (1e-3, backbone include
 trained from scratch); ``runlocal`` shrinks it to a smoke test.
 Run: ``python -m experiments.train --config=detr_shapes --workdir=/tmp/seg_jax/detr_shapes``.
 
+``learned``: the original DETR's free object queries (``query_type='learned'``, no prior),
+with the backbone and input projection initialised from a trained ``detr_shapes`` run
+(``--config.init_weights``, default ``/tmp/seg_jax/detr_shapes``; ``init_weights_scopes``);
+the transformer, the query embeddings and the heads start from scratch. From scratch the
+free queries stayed at the class prior (README).
+
 ``masks``: DETR's segmentation head trained the paper's way, in a second stage on a frozen
 detector. The detector run (``--config.init_weights``, default ``/tmp/seg_jax/detr_shapes``)
 gives every parameter but the segmentation head's (``bbox_attention/``, ``mask_head/``); those
@@ -57,6 +63,20 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 1000
   config.eval_score_bins = 1000
   options = shapes_base.parse_arg(arg)
+  unknown = options - {"masks", "learned", "runlocal"}
+  if unknown:
+    raise ValueError(f"unknown config option(s) {sorted(unknown)} for detr_shapes; "
+                     "known: learned, masks, runlocal")
+  if "learned" in options:
+    # The paper's free object queries (no reference points, no attention prior), with the
+    # backbone and its input projection from a trained detr_shapes run; the transformer,
+    # the queries and the heads start from scratch.
+    config.model.query_type = "learned"
+    config.model.spatial_prior = False
+    config.init_weights = os.path.join(RUN_ROOT, "detr_shapes" + (
+        "_runlocal" if "runlocal" in options else ""))
+    config.init_weights_scopes = ("backbone", "input_proj")
+    config.eval_every = 1500
   if "masks" in options:
     config.model.with_masks = True
     config.model.frozen_bn = True
@@ -69,7 +89,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.num_train_steps = 1500
     config.eval_every = 0
     config.checkpoint_every = 500
-  config = shapes_base.finish(config, ",".join(sorted(options - {"masks"})))
+  config = shapes_base.finish(config, ",".join(sorted(options - {"masks", "learned"})))
   if "runlocal" in options:
     config.model.update({"num_encoder_layers": 1, "num_decoder_layers": 2, "d_model": 32,
                          "dim_feedforward": 64, "num_queries": 6, "backbone_width": 0.125})

@@ -4,7 +4,6 @@
 import importlib
 
 import jax
-
 import pytest
 
 from experiments import configs
@@ -49,3 +48,14 @@ def test_detr_masks_stage_trains_only_the_segmentation_head():
   assert trainable == {"bbox_attention", "mask_head"}
   with pytest.raises(ValueError, match="unknown config option"):
     detr_shapes.get_config("mask")
+
+
+def test_detr_learned_queries_start_from_a_detector_backbone():
+  from experiments.configs import detr_shapes
+  config = detr_shapes.get_config("learned")
+  assert (config.model.query_type, config.model.spatial_prior) == ("learned", False)
+  assert config.init_weights == "/tmp/seg_jax/detr_shapes"
+  assert tuple(config.init_weights_scopes) == ("backbone", "input_proj")
+  anchored = detr_shapes.get_config()
+  assert config.optimizer.to_dict() == anchored.optimizer.to_dict()  # only the queries differ
+  assert config.num_train_steps == anchored.num_train_steps
