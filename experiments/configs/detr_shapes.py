@@ -19,7 +19,7 @@ Run: ``python -m experiments.train --config=detr_shapes --workdir=/tmp/seg_jax/d
 with the backbone and input projection initialised from a trained ``detr_shapes`` run
 (``--config.init_weights``, default ``/tmp/seg_jax/detr_shapes``; ``init_weights_scopes``);
 the transformer, the query embeddings and the heads start from scratch. From scratch the
-free queries stayed at the class prior (README).
+free queries stayed at the class prior; this way they reached box AP50 0.82 (README).
 
 ``masks``: DETR's segmentation head trained the paper's way, in a second stage on a frozen
 detector. The detector run (``--config.init_weights``, default ``/tmp/seg_jax/detr_shapes``)
