@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -230,38 +231,6 @@ def load_pretrained(state: Mapping[str, Any], variables: Mapping[str, Any], *, s
 _AFFINE = ("scale", "bias")
 
 
-def _bn_layers(tree: Mapping[str, Any], prefix: tuple = ()):
-  """Paths of the BatchNorm layers in a ``batch_stats`` tree (nodes holding ``mean``/``var``)."""
-  if not isinstance(tree, Mapping):
-    return
-  if "mean" in tree and "var" in tree:
-    yield prefix
-    return
-  for key, value in tree.items():
-    yield from _bn_layers(value, prefix + (key,))
-
-
-def _get(tree: Mapping[str, Any], path: tuple):
-  for key in path:
-    if not isinstance(tree, Mapping) or key not in tree:
-      return None
-    tree = tree[key]
-  return tree
-
-
-def _with(tree: Mapping[str, Any], path: tuple, value) -> dict:
-  """A copy of nested dict ``tree`` with ``path`` set to ``value`` (``None`` deletes it)."""
-  tree = dict(tree)
-  if len(path) == 1:
-    if value is None:
-      tree.pop(path[0], None)
-    else:
-      tree[path[0]] = value
-    return tree
-  tree[path[0]] = _with(tree.get(path[0], {}), path[1:], value)
-  return tree
-
-
 def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict:
   """Run-to-run transfer hook of the ResNet detectors (DETR, Mask R-CNN).
 
@@ -271,19 +240,18 @@ def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> d
   the trained layer's inference map (torchvision's ``FrozenBatchNorm2d`` loading an ImageNet
   BatchNorm); the reverse direction moves them back. Every other tensor is unchanged.
   """
-  params = dict(source.get("params", {}))
-  stats = dict(source.get("batch_stats", {}))
-  target_params = target.get("params", {})
-  target_stats = target.get("batch_stats", {})
-  for path in list(_bn_layers(stats)):
-    layer_stats, layer_params = _get(stats, path), _get(params, path)
-    frozen_in_target = all(k in (_get(target_stats, path) or {}) for k in _AFFINE)
-    trainable_in_target = all(k in (_get(target_params, path) or {}) for k in _AFFINE)
-    if (frozen_in_target and isinstance(layer_params, Mapping)
-        and all(k in layer_params for k in _AFFINE) and not any(k in layer_stats for k in _AFFINE)):
-      stats = _with(stats, path, {**layer_stats, **{k: layer_params[k] for k in _AFFINE}})
-      params = _with(params, path, None)
-    elif trainable_in_target and all(k in layer_stats for k in _AFFINE) and layer_params is None:
-      params = _with(params, path, {k: layer_stats[k] for k in _AFFINE})
-      stats = _with(stats, path, {k: v for k, v in layer_stats.items() if k not in _AFFINE})
-  return {**source, "params": params, "batch_stats": stats}
+  params = traverse_util.flatten_dict(source.get("params", {}))
+  stats = traverse_util.flatten_dict(source.get("batch_stats", {}))
+  target_params = traverse_util.flatten_dict(target.get("params", {}))
+  target_stats = traverse_util.flatten_dict(target.get("batch_stats", {}))
+  layers = [path[:-1] for path in stats if path[-1] == "mean" and path[:-1] + ("var",) in stats]
+  for layer in layers:
+    keys = [layer + (k,) for k in _AFFINE]
+    if (all(k in target_stats and k in params for k in keys)
+        and not any(k in stats for k in keys)):
+      stats.update({k: params.pop(k) for k in keys})
+    elif (all(k in target_params and k in stats for k in keys)
+          and not any(k in params for k in keys)):
+      params.update({k: stats.pop(k) for k in keys})
+  return {**source, "params": traverse_util.unflatten_dict(params),
+          "batch_stats": traverse_util.unflatten_dict(stats)}
