@@ -17,6 +17,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import UnsupportedOperationError
 
+from experiments.configs import _options
+
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -88,7 +90,7 @@ def start_cli(argv: list[str]) -> None:
 
 def default_workdir(prefix: str = "") -> str:
   """``/tmp/seg_jax/<prefix><config name>`` for the parsed ``--config`` flag."""
-  return os.path.join("/tmp/seg_jax", prefix + config_name(flags.FLAGS["config"].config_filename))
+  return _options.run_dir(prefix + config_name(flags.FLAGS["config"].config_filename))
 
 
 def _check_field(config, key: str) -> None:

@@ -10,14 +10,11 @@ Options (``arg``): ``runlocal``; ``atonce`` (FCN-8s only: all skips trained at o
 classifier, with the reference's fixed 0.01 / 0.0001 scaling of pool4 / pool3).
 """
 
-import os
-
 import ml_collections
 
 from experiments.configs import shapes_base
 
 PREVIOUS = {"32s": "vgg16_bn_shapes_cls", "16s": "fcn32s_shapes", "8s": "fcn16s_shapes"}
-RUN_ROOT = "/tmp/seg_jax"
 
 
 def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
@@ -42,5 +39,5 @@ def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 500
   previous = "vgg16_bn_shapes_cls" if "atonce" in options else PREVIOUS[variant]
   suffix = "_runlocal" if "runlocal" in options else ""
-  config.init_weights = os.path.join(RUN_ROOT, previous + suffix)
+  config.init_weights = shapes_base.run_dir(previous + suffix)
   return shapes_base.finish(config, "runlocal" if "runlocal" in options else None)

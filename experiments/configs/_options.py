@@ -8,7 +8,18 @@ dataset base such as ``shapes_base``) and sets what it changes; nothing is defau
 ``runlocal`` (tiny data, a few steps: a smoke test that runs in seconds).
 """
 
+import os
+
 import ml_collections
+
+# experiments.train's default workdir parent: a run of config NAME goes to RUNS_DIR/NAME
+# (NAME_runlocal etc. for option variants), which is where staged recipes look for it.
+RUNS_DIR = "/tmp/seg_jax"
+
+
+def run_dir(name: str) -> str:
+  """The default workdir of the run called ``name`` (a config name plus any suffix)."""
+  return os.path.join(RUNS_DIR, name)
 
 
 def parse_arg(arg) -> set:

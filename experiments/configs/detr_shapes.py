@@ -30,13 +30,9 @@ boxes, classes and matching stay exactly the detector's while the mask head lear
 dice on the matched queries). Score with ``python -m experiments.evaluate_coco`` (segm AP).
 """
 
-import os
-
 import ml_collections
 
 from experiments.configs import shapes_base
-
-RUN_ROOT = "/tmp/seg_jax"
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
@@ -67,21 +63,20 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if unknown:
     raise ValueError(f"unknown config option(s) {sorted(unknown)} for detr_shapes; "
                      "known: learned, masks, runlocal")
+  detector_run = shapes_base.run_dir("detr_shapes" + ("_runlocal" if "runlocal" in options else ""))
   if "learned" in options:
     # The paper's free object queries (no reference points, no attention prior), with the
     # backbone and its input projection from a trained detr_shapes run; the transformer,
     # the queries and the heads start from scratch.
     config.model.query_type = "learned"
     config.model.spatial_prior = False
-    config.init_weights = os.path.join(RUN_ROOT, "detr_shapes" + (
-        "_runlocal" if "runlocal" in options else ""))
+    config.init_weights = detector_run
     config.init_weights_scopes = ("backbone", "input_proj")
     config.eval_every = 1500
   if "masks" in options:
     config.model.with_masks = True
     config.model.frozen_bn = True
-    config.init_weights = os.path.join(RUN_ROOT, "detr_shapes" + (
-        "_runlocal" if "runlocal" in options else ""))
+    config.init_weights = detector_run
     # Everything but the segmentation head is frozen: the detector's boxes and matching stay fixed.
     config.optimizer.lr_multipliers = {"^(?!mask_head/|bbox_attention/)": 0.0}
     config.schedule.warmup_steps = 100

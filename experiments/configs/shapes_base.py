@@ -10,7 +10,7 @@ split, a few steps, small batches) for smoke tests and debugging.
 import ml_collections
 
 # The shared option helpers, also used through this module by the configs built on it.
-from experiments.configs._options import apply_runlocal, finish, parse_arg  # noqa: F401
+from experiments.configs._options import apply_runlocal, finish, parse_arg, run_dir  # noqa: F401
 from seg_jax.training import config as config_lib
 
 
@@ -37,7 +37,7 @@ def start_from_bn_classifier(config: ml_collections.ConfigDict, runlocal: bool) 
   classifier's other layers are reported as unused); ``--config.init_weights=''`` is the
   same recipe from scratch (the ablation)."""
   config.model.width = 0.125
-  config.init_weights = "/tmp/seg_jax/vgg16_bn_shapes_cls" + ("_runlocal" if runlocal else "")
+  config.init_weights = run_dir("vgg16_bn_shapes_cls" + ("_runlocal" if runlocal else ""))
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

@@ -22,8 +22,6 @@ Options (``arg``, comma-separated): ``torchvision`` (above); ``runlocal`` (a few
 width, no initial weights: a smoke test on whatever VOC data is at hand).
 """
 
-import os
-
 import ml_collections
 
 from experiments.configs import _options
@@ -35,7 +33,6 @@ from seg_jax.training.config import base_config
 # and torchvision's VGG-16 (timm vgg16.tv_in1k) for the ``torchvision`` option.
 CAFFE_VGG16 = pretrained.local_path("vgg16_caffe")
 TORCHVISION_VGG16 = pretrained.local_path("vgg16")
-RUNS_DIR = os.path.join("/tmp", "seg_jax")  # experiments.train's default workdir parent
 
 LEARNING_RATES = {"32s": 1e-10, "16s": 1e-12, "8s": 1e-14}
 PREVIOUS_STAGE = {"16s": "fcn32s_voc", "8s": "fcn16s_voc"}
@@ -74,8 +71,8 @@ def fcn_voc_config(variant: str, arg=None) -> ml_collections.ConfigDict:
   if variant == "32s":
     config.init_weights = TORCHVISION_VGG16 if torchvision else CAFFE_VGG16
   else:
-    config.init_weights = os.path.join(RUNS_DIR, PREVIOUS_STAGE[variant] +
-                                       ("_torchvision" if torchvision else ""))
+    config.init_weights = _options.run_dir(PREVIOUS_STAGE[variant] +
+                                           ("_torchvision" if torchvision else ""))
   if "runlocal" in options:
     _options.apply_runlocal(config)
     config.batch_size = 1
