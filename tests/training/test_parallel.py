@@ -50,36 +50,40 @@ def mask_rcnn_runs(tmp_path_factory):
   return _run_worker(tmp_path_factory, "mask_rcnn", ("jit_1", "jit_4", "pmap_4"))
 
 
-def _assert_same(reference: dict, other: dict) -> None:
+def _assert_same(reference: dict, other: dict, run: str = "") -> None:
   assert set(reference) == set(other)
   for key in reference:
     if key in ("__confusion", "__num_gt"):
-      np.testing.assert_array_equal(reference[key], other[key])
+      np.testing.assert_array_equal(reference[key], other[key], err_msg=f"{run} {key}")
     else:
-      np.testing.assert_allclose(reference[key], other[key], atol=1e-5, rtol=1e-5, err_msg=key)
+      np.testing.assert_allclose(reference[key], other[key], atol=1e-5, rtol=1e-5,
+                                 err_msg=f"{run} {key}")
 
 
-@pytest.mark.parametrize("run", ["jit_4", "pmap_4"])
-def test_four_devices_match_one(device_runs, run):
+# One test per model, not one per run: with pytest-xdist a module fixture is computed by
+# every worker that runs one of its tests, so split parametrisations paid the detector
+# trainings twice.
+def test_four_devices_match_one(device_runs):
   reference = device_runs["jit_1"]
   assert np.all(np.diff(reference["__losses"]) != 0)  # the steps really changed the model
-  _assert_same(reference, device_runs[run])
+  for run in ("jit_4", "pmap_4"):
+    _assert_same(reference, device_runs[run], run)
 
 
-@pytest.mark.parametrize("run", ["jit_4", "pmap_4"])
-def test_detr_four_devices_match_one(detr_runs, run):
+def test_detr_four_devices_match_one(detr_runs):
   reference = detr_runs["jit_1"]
   assert np.all(np.diff(reference["__losses"]) != 0)
   assert reference["__num_gt"].sum() > 0  # the eval statistics saw real boxes
-  _assert_same(reference, detr_runs[run])
+  for run in ("jit_4", "pmap_4"):
+    _assert_same(reference, detr_runs[run], run)
 
 
-@pytest.mark.parametrize("run", ["jit_4", "pmap_4"])
-def test_mask_rcnn_four_devices_match_one(mask_rcnn_runs, run):
+def test_mask_rcnn_four_devices_match_one(mask_rcnn_runs):
   reference = mask_rcnn_runs["jit_1"]
   assert np.all(np.diff(reference["__losses"]) != 0)
   assert reference["__num_gt"].sum() > 0
-  _assert_same(reference, mask_rcnn_runs[run])
+  for run in ("jit_4", "pmap_4"):
+    _assert_same(reference, mask_rcnn_runs[run], run)
 
 
 def _free_port() -> int:
