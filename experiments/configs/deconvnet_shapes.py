@@ -6,6 +6,12 @@ transposed-convolution decoder layers have no skips; the paper starts from Image
 weights and trains in two stages, neither of which is done here. (A learning rate of 1e-3
 instead of 3e-3 stayed at the background level, 0.176, for all 2400 steps.)
 Run: ``python -m experiments.train --config=deconvnet_shapes --workdir=/tmp/deconvnet_shapes``.
+
+Options (``arg``): ``pretrained`` (the encoder from ``vgg16_bn_shapes_cls``, width 1/8);
+the paper's two-stage training: ``stage1`` = ``pretrained`` on easy examples (``single64``:
+one shape near the centre of each image, the paper's object-centred crops), then ``stage2``
+= the full images, every layer initialised from the ``stage1`` run (its default workdir);
+``runlocal``.
 """
 
 import ml_collections
@@ -23,6 +29,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.num_train_steps = 2400
   config.eval_every = 800
   config.checkpoint_every = 800
-  if "pretrained" in options:  # the encoder from the VGG-16-BN shapes classifier
-    shapes_base.start_from_bn_classifier(config, "runlocal" in options)
-  return shapes_base.finish(config, ",".join(sorted(options - {"pretrained"})))
+  runlocal = "runlocal" in options
+  stages = options & {"stage1", "stage2"}
+  if len(stages) > 1:
+    raise ValueError("deconvnet_shapes: choose one of the options stage1, stage2")
+  if "pretrained" in options or "stage1" in options:  # the encoder from the VGG-16-BN classifier
+    shapes_base.start_from_bn_classifier(config, runlocal)
+  if "stage1" in options:  # easy examples: one centred shape per image
+    config.data.builder_config = "single64"
+  if "stage2" in options:  # the full images, from the whole stage-1 network
+    config.model.width = 0.125
+    config.init_weights = shapes_base.run_dir("deconvnet_shapes_stage1" + ("_runlocal" if runlocal else ""))
+  return shapes_base.finish(config, ",".join(sorted(options - {"pretrained", "stage1", "stage2"})))

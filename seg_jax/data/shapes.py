@@ -204,7 +204,8 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {"1.0.0": "Initial release.",
                    "1.1.0": "8000 training images (was 2000): small nets overfitted 2000; "
-                            "configs cls128 and single128 added later (others unchanged)."}
+                            "configs cls128, single128 and single64 added later (others "
+                            "unchanged)."}
   BUILDER_CONFIGS = [
       ShapesConfig(name="64", description="64x64, shapes 12-28 px (default)."),
       ShapesConfig(name="128", description="128x128, shapes 24-56 px.", image_size=128,
@@ -217,6 +218,10 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
                    "as in ImageNet photos): classifier pretraining.", image_size=128,
                    min_size=20, max_size=48, min_shapes=1, max_shapes=1, num_validation=512,
                    centre_jitter=24.0),
+      ShapesConfig(name="single64", description="64x64, exactly one shape of 12-28 px within "
+                   "12 px of the centre (the objects of the 64 px default, one centred per "
+                   "image): DeconvNet's first, easy training stage.", min_shapes=1,
+                   max_shapes=1, centre_jitter=12.0),
       ShapesConfig(name="tiny", description="32x32, 8 train / 4 validation (tests).",
                    image_size=32, num_train=8, num_validation=4, min_size=8, max_size=16),
   ]

@@ -80,7 +80,7 @@ def test_cli_unknown_builder_config_is_one_line():
                            "--builder_configs=nope"], capture_output=True, text=True)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
-      "error: unknown shapes builder config 'nope'; known: 64, 128, cls128, single128, tiny")
+      "error: unknown shapes builder config 'nope'; known: 64, 128, cls128, single128, single64, tiny")
 
 
 def test_fitted_oracle_recovers_a_map_a_coarse_grid_can_express():

@@ -1,0 +1,57 @@
+"""DeconvNet's two-stage recipe on shapes at smoke size: stage 1 (easy, centred examples)
+starts its encoder from the VGG-16-BN classifier run, stage 2 (full images) starts every
+layer — decoder and BatchNorm statistics included — from the stage-1 run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from experiments.configs import deconvnet_shapes
+from seg_jax.training import init_weights as init_lib
+from seg_jax.training import loop
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
+
+def _run(config, workdir, init=None):
+  config.num_train_steps = 1
+  config.checkpoint_every = 1
+  config.num_overlays = 0
+  if init is not None:
+    config.init_weights = str(init)
+  loop.train_and_evaluate(config, str(workdir))
+  return config
+
+
+def test_recipe_fields():
+  stage1, stage2 = deconvnet_shapes.get_config("stage1"), deconvnet_shapes.get_config("stage2")
+  assert stage1.data.builder_config == "single64"
+  assert stage1.init_weights.endswith("vgg16_bn_shapes_cls")
+  assert stage2.data.builder_config in (None, "64")
+  assert stage2.init_weights.endswith("deconvnet_shapes_stage1")
+  assert stage1.model.width == stage2.model.width == 0.125
+  with pytest.raises(ValueError, match="choose one of the options stage1, stage2"):
+    deconvnet_shapes.get_config("stage1,stage2")
+
+
+def test_stage2_starts_from_the_whole_stage1_network(tmp_path):
+  # (Stage 1's start from the classifier: the ``pretrained`` path, tests/test_weights.py.)
+  stage1 = _run(deconvnet_shapes.get_config("stage1,runlocal"), tmp_path / "s1", init="")
+  config = deconvnet_shapes.get_config("stage2,runlocal")
+  config.init_weights = str(tmp_path / "s1")
+  model = loop.build_model(config, 5)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  fill = lambda tree: jax.tree.map(lambda s: np.full(s.shape, 7.0, np.float32), tree)  # noqa: E731
+  params, stats = init_lib.load_init_weights(config, fill(shapes["params"]),
+                                             fill(shapes["batch_stats"]), verbose=False)
+  source = init_lib.checkpoint_variables(str(tmp_path / "s1"))
+  flat = lambda tree: traverse_util.flatten_dict(tree, sep="/")
+  got, want = flat(params), flat(source["params"])
+  assert set(got) == set(want)
+  for key in want:  # every layer, the decoder and the score layer included
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  for key, value in flat(source["batch_stats"]).items():
+    np.testing.assert_array_equal(flat(stats)[key], value, err_msg=key)
+  assert stage1.model.width == config.model.width
