@@ -32,7 +32,8 @@ def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
       "name": f"fcn{variant}", "width": 0.125, "dropout_rate": 0.0, "freeze_upsampling": "all",
       "at_once": "atonce" in options})
   config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 3e-4
+  # 1e-3: FCN-8s from the same FCN-16s run reached 0.751 mean IU after 1000 steps, 0.703 at 3e-4.
+  config.optimizer.learning_rate = 1e-3
   # Every upsampling layer stays the bilinear kernel it starts as (the reference's lr_mult 0).
   config.optimizer.lr_multipliers = {"^upscore": 0.0}
   config.data.builder_config = "128"

@@ -2,7 +2,8 @@
 
 U-Net's data lessons (no scale jitter, batch 8): mean IU 0.58 / 0.825 / 0.860 after
 2000 / 4000 / 6000 steps (README); without skips it learns far more slowly than U-Net.
-Run: ``python -m experiments.train --config=segnet_shapes --workdir=/tmp/segnet_shapes``.
+``pretrained``: width 1/8, the encoder from the ``vgg16_bn_shapes_cls`` run, on the 128 px
+images. Run: ``python -m experiments.train --config=segnet_shapes --workdir=/tmp/segnet_shapes``.
 """
 
 import ml_collections
@@ -22,4 +23,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 2000
   if "pretrained" in options:  # the encoder from the VGG-16-BN shapes classifier
     shapes_base.start_from_bn_classifier(config, "runlocal" in options)
+    # On the 128 px images (shapes of 24-56 px), the scale the classifier learned: 0.896
+    # mean IU after 6000 steps, against 0.739 on the 64 px default (0.846 after 20000).
+    config.data.builder_config = "128"
+    config.data.image_size = 128
   return shapes_base.finish(config, ",".join(sorted(options - {"pretrained"})))
