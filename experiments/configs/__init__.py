@@ -9,6 +9,7 @@ as ``--config.a.b=value`` is, for sweeps and tests).
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import sys
 from typing import Any, Mapping, Sequence, Union
@@ -35,6 +36,13 @@ def config_path(value: str) -> str:
   if name not in config_names():
     raise ValueError(f"unknown config {name!r}; known configs: {', '.join(config_names())}")
   return os.path.join(CONFIG_DIR, name + ".py") + sep + arg
+
+
+def load_config(value: str):
+  """``NAME[:ARG]`` -> the config ``NAME.get_config(ARG)`` builds (as ``--config`` would)."""
+  name, _, arg = value.partition(":")
+  config_path(name)  # unknown NAME -> the one-line error naming the known configs
+  return importlib.import_module(f"experiments.configs.{name}").get_config(arg or None)
 
 
 def config_name(value: str) -> str:
