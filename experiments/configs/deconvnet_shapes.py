@@ -39,5 +39,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.data.builder_config = "single64"
   if "stage2" in options:  # the full images, from the whole stage-1 network
     config.model.width = 0.125
+    # Longer: 0.479 mean IU after 2400 steps, 0.630 after 12000 (still rising; README).
+    config.num_train_steps = 12000
+    config.eval_every = 3000
+    config.checkpoint_every = 3000
     config.init_weights = shapes_base.run_dir("deconvnet_shapes_stage1" + ("_runlocal" if runlocal else ""))
   return shapes_base.finish(config, ",".join(sorted(options - {"pretrained", "stage1", "stage2"})))
