@@ -116,3 +116,17 @@ def test_builder_prepares_tiny_config(tmp_path):
     np.testing.assert_array_equal(ex["objects"]["label"], ref["labels"])
     ymin, xmin, ymax, xmax = ex["objects"]["bbox"].T * 32
     np.testing.assert_allclose(np.stack([xmin, ymin, xmax, ymax], 1), ref["boxes"], atol=1e-4)
+
+
+def test_single64_is_one_centred_default_sized_shape_per_image():
+  cfg = {c.name: c for c in shapes.Shapes.BUILDER_CONFIGS}["single64"]
+  assert (cfg.image_size, cfg.min_size, cfg.max_size) == (64, 12, 28)  # the default's objects
+  for index in range(20):
+    ex = shapes.render_example(index, image_size=cfg.image_size, split="train", seed=cfg.seed,
+                               min_size=cfg.min_size, max_size=cfg.max_size,
+                               min_shapes=cfg.min_shapes, max_shapes=cfg.max_shapes,
+                               noise=cfg.noise, centre_jitter=cfg.centre_jitter)
+    assert len(ex["labels"]) == 1
+    ys, xs = np.nonzero(ex["masks"][0])
+    # Centre within 12 px of the image centre (+1 px for the shape's discretisation).
+    assert abs(ys.mean() - 32) <= 13 and abs(xs.mean() - 32) <= 13
