@@ -25,12 +25,8 @@ def validation_labels(builder_config: str) -> np.ndarray:
     raise ValueError(f"unknown shapes builder config {builder_config!r}; known: "
                      f"{', '.join(known)}")
   cfg = known[builder_config]
-  return np.stack([
-      shapes.render_example(i, image_size=cfg.image_size, split="validation", seed=cfg.seed,
-                            min_size=cfg.min_size, max_size=cfg.max_size,
-                            min_shapes=cfg.min_shapes, max_shapes=cfg.max_shapes,
-                            noise=cfg.noise, centre_jitter=cfg.centre_jitter)["segmentation"]
-      for i in range(cfg.num_validation)])
+  return np.stack([cfg.render(i, "validation")["segmentation"]
+                   for i in range(cfg.num_validation)])
 
 
 def main(argv):

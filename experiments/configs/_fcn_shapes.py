@@ -45,6 +45,5 @@ def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
     config.num_train_steps = 2000
     config.checkpoint_every = 1000
   previous = "vgg16_bn_shapes_cls" if "atonce" in options else PREVIOUS[variant]
-  suffix = "_runlocal" if "runlocal" in options else ""
-  config.init_weights = shapes_base.run_dir(previous + suffix)
+  config.init_weights = shapes_base.run_dir(previous, "runlocal" in options)
   return shapes_base.finish(config, "runlocal" if "runlocal" in options else None)

@@ -17,9 +17,10 @@ import ml_collections
 RUNS_DIR = "/tmp/seg_jax"
 
 
-def run_dir(name: str) -> str:
-  """The default workdir of the run called ``name`` (a config name plus any suffix)."""
-  return os.path.join(RUNS_DIR, name)
+def run_dir(name: str, runlocal: bool = False) -> str:
+  """The default workdir of the run called ``name`` (a config name plus any suffix), or of
+  its ``runlocal`` variant (``NAME_runlocal``), where a staged recipe's smoke test looks."""
+  return os.path.join(RUNS_DIR, name + ("_runlocal" if runlocal else ""))
 
 
 def parse_arg(arg) -> set:

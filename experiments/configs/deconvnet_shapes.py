@@ -44,5 +44,5 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.num_train_steps = 12000
     config.eval_every = 3000
     config.checkpoint_every = 3000
-    config.init_weights = shapes_base.run_dir("deconvnet_shapes_stage1" + ("_runlocal" if runlocal else ""))
+    config.init_weights = shapes_base.run_dir("deconvnet_shapes_stage1", runlocal)
   return shapes_base.finish(config, ",".join(sorted(options - {"pretrained", "stage1", "stage2"})))

@@ -63,7 +63,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if unknown:
     raise ValueError(f"unknown config option(s) {sorted(unknown)} for detr_shapes; "
                      "known: learned, masks, runlocal")
-  detector_run = shapes_base.run_dir("detr_shapes" + ("_runlocal" if "runlocal" in options else ""))
+  detector_run = shapes_base.run_dir("detr_shapes", "runlocal" in options)
   if "learned" in options:
     # The paper's free object queries (no reference points, no attention prior), with the
     # backbone and its input projection from a trained detr_shapes run; the transformer,

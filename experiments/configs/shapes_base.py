@@ -37,7 +37,7 @@ def start_from_bn_classifier(config: ml_collections.ConfigDict, runlocal: bool) 
   classifier's other layers are reported as unused); ``--config.init_weights=''`` is the
   same recipe from scratch (the ablation)."""
   config.model.width = 0.125
-  config.init_weights = run_dir("vgg16_bn_shapes_cls" + ("_runlocal" if runlocal else ""))
+  config.init_weights = run_dir("vgg16_bn_shapes_cls", runlocal)
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

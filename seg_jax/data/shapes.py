@@ -197,6 +197,13 @@ class ShapesConfig(tfds.core.BuilderConfig):
   seed: int = 0
   centre_jitter: Optional[float] = None
 
+  def render(self, index: int, split: str) -> dict[str, np.ndarray]:
+    """Example ``index`` of ``split`` exactly as this variant's dataset holds it."""
+    return render_example(index, image_size=self.image_size, split=split, seed=self.seed,
+                          min_size=self.min_size, max_size=self.max_size,
+                          min_shapes=self.min_shapes, max_shapes=self.max_shapes,
+                          noise=self.noise, centre_jitter=self.centre_jitter)
+
 
 class Shapes(tfds.core.GeneratorBasedBuilder):
   """Synthetic shapes with semantic masks and visible-part instance masks/boxes."""
@@ -255,10 +262,7 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     size = cfg.image_size
     for index in range(count):
-      ex = render_example(index, image_size=size, split=split, seed=cfg.seed,
-                          min_size=cfg.min_size, max_size=cfg.max_size,
-                          min_shapes=cfg.min_shapes, max_shapes=cfg.max_shapes,
-                          noise=cfg.noise, centre_jitter=cfg.centre_jitter)
+      ex = cfg.render(index, split)
       # BBoxFeature wants normalised [ymin, xmin, ymax, xmax].
       bboxes = ex["boxes"][:, [1, 0, 3, 2]] / size
       yield index, {

@@ -122,10 +122,7 @@ def test_single64_is_one_centred_default_sized_shape_per_image():
   cfg = {c.name: c for c in shapes.Shapes.BUILDER_CONFIGS}["single64"]
   assert (cfg.image_size, cfg.min_size, cfg.max_size) == (64, 12, 28)  # the default's objects
   for index in range(20):
-    ex = shapes.render_example(index, image_size=cfg.image_size, split="train", seed=cfg.seed,
-                               min_size=cfg.min_size, max_size=cfg.max_size,
-                               min_shapes=cfg.min_shapes, max_shapes=cfg.max_shapes,
-                               noise=cfg.noise, centre_jitter=cfg.centre_jitter)
+    ex = cfg.render(index, "train")
     assert len(ex["labels"]) == 1
     ys, xs = np.nonzero(ex["masks"][0])
     # Centre within 12 px of the image centre (+1 px for the shape's discretisation).

@@ -1,8 +1,6 @@
 """Every experiment config defines every field of ``base_config`` for its dataset and task
 (the code reads them directly), in every ``arg`` variant's default and ``runlocal`` form."""
 
-import importlib
-
 import jax
 import pytest
 
@@ -23,7 +21,7 @@ def _fields(config, prefix=""):
 @pytest.mark.parametrize("name", configs.config_names())
 def test_config_has_every_base_field(name):
   for arg in (None, "runlocal"):
-    config = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
+    config = configs.load_config(f"{name}:{arg}" if arg else name)
     missing = _fields(base_config(config.data.name, config.task)) - _fields(config)
     assert not missing, f"{name}:{arg or ''} lacks {sorted(missing)}"
 
