@@ -20,7 +20,7 @@ flags.register_validator("strides", lambda v: all(s.isdigit() and int(s) > 0 for
 
 def validation_labels(builder_config: str) -> np.ndarray:
   from seg_jax.data import shapes  # local: imports TFDS
-  known = {c.name: c for c in shapes.Shapes.BUILDER_CONFIGS}
+  known = shapes.Shapes.builder_configs  # TFDS: name -> ShapesConfig
   if builder_config not in known:
     raise ValueError(f"unknown shapes builder config {builder_config!r}; known: "
                      f"{', '.join(known)}")

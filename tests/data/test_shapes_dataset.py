@@ -119,7 +119,7 @@ def test_builder_prepares_tiny_config(tmp_path):
 
 
 def test_single64_is_one_centred_default_sized_shape_per_image():
-  cfg = {c.name: c for c in shapes.Shapes.BUILDER_CONFIGS}["single64"]
+  cfg = shapes.Shapes.builder_configs["single64"]
   assert (cfg.image_size, cfg.min_size, cfg.max_size) == (64, 12, 28)  # the default's objects
   for index in range(20):
     ex = cfg.render(index, "train")
