@@ -340,6 +340,29 @@ def test_bn_classifier_run_is_folded_and_convolutionalised_for_fcn():
   assert adapted["params"]["conv1_1"]["bias"].shape == (4,)
 
 
+def test_bn_classifier_of_128px_images_becomes_an_exact_4x4_fc6():
+  """A VGG-16-BN classifier of 128 px images (pool5 4x4, adaptive pool to 7x7) into an FCN
+  with ``fc6_size=4``: BN folded into the trunk, the pool folded into fc6. The convolutional
+  VGG with those weights gives the classifier's eval logits on a 128 px image."""
+  classifier = VGG(width=BN_WIDTH, batch_norm=True, num_classes=4, dropout_rate=0.0)
+  x = np.random.default_rng(5).normal(size=(2, 128, 128, 3)).astype(np.float32)
+  source = jax.tree.map(np.asarray, dict(classifier.init(jax.random.key(3), x)))
+  rng = np.random.default_rng(6)  # non-trivial BN statistics
+  source["batch_stats"] = jax.tree.map(
+      lambda a: (rng.uniform(0.5, 2.0, a.shape) if a.ndim else a).astype(np.float32),
+      source["batch_stats"])
+  logits = classifier.apply(source, x)
+  shapes = jax.eval_shape(FCN(width=BN_WIDTH, num_classes=3, fc6_size=4).init,
+                          jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  target = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
+  adapted = models.adapt_transferred("fcn32s", source, target)
+  assert adapted["params"]["fc6"]["kernel"].shape == target["params"]["fc6"]["kernel"].shape
+  dense = VGG(width=BN_WIDTH, num_classes=4, convolutional_fc=True, fc6_size=4)
+  plain = convolutionalize({k: v for k, v in adapted["params"].items()})  # fc8 -> 1x1
+  scores = dense.apply({"params": plain}, x)
+  np.testing.assert_allclose(scores[:, 0, 0], logits, rtol=1e-3, atol=1e-4)
+
+
 def test_bn_classifier_fc_layers_go_into_deconvnet_without_bias():
   """DeconvNet's fc6/fc7 are bias-free convolutions followed by BatchNorm: the classifier's
   dense kernels are convolutionalised, its biases (cancelled by BN's mean) dropped, and the

@@ -26,9 +26,11 @@ def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown config option(s) {sorted(unknown)} for fcn{variant}_shapes; "
                      f"known: {', '.join(sorted(known))}")
   config = shapes_base.base_config("shapes")
+  # fc6 4x4: the classifier's pool5 grid on its 128 px images, so the convolutionalised fc6
+  # is exactly the classifier's (its adaptive 7x7 pool folded in).
   config.model = ml_collections.ConfigDict({
       "name": f"fcn{variant}", "width": 0.125, "dropout_rate": 0.0, "freeze_upsampling": "all",
-      "at_once": "atonce" in options})
+      "at_once": "atonce" in options, "fc6_size": 4})
   config.optimizer.name = "adam"
   # 1e-3: FCN-8s from the same FCN-16s run reached 0.751 mean IU after 1000 steps, 0.703 at 3e-4.
   config.optimizer.learning_rate = 1e-3

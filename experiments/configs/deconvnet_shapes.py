@@ -23,7 +23,8 @@ from experiments.configs import shapes_base
 def get_config(arg=None) -> ml_collections.ConfigDict:
   options = shapes_base.parse_arg(arg)
   config = shapes_base.base_config("shapes")
-  config.model = ml_collections.ConfigDict({"name": "deconvnet", "width": 0.25})
+  config.model = ml_collections.ConfigDict({"name": "deconvnet", "width": 0.25,
+                                            "fc_padding": "SAME", "fc6_size": 7})
   config.optimizer.learning_rate = 3e-3
   config.data.augmentation.scale_range = (1.0, 1.0)
   config.batch_size = 8

@@ -11,6 +11,13 @@ the input for *any* size (odd, tiny, non-square):
   8s). These offsets align the centre of each coarse cell's receptive field with the
   centre of the bilinear kernel, independent of the input size.
 
+``fc6_size`` (default 7, the reference) is fc6's kernel: the pool5 grid the classifier's
+dense fc6 was trained on. A classifier trained on 128 px images saw a 4x4 pool5 (stretched
+to 7x7 by the adaptive pool), so its exact convolutionalisation is a 4x4 fc6
+(:func:`seg_jax.models.vgg.convolutionalize`); a k x k fc6 centres each score cell
+(7 - k) / 2 pool5 cells = 16 (7 - k) px earlier, and every crop offset follows
+(:func:`crop_offsets`; k = 4..7).
+
 The price is compute on the 100-pixel border (a 32x32 image runs conv1 on 230x230).
 Skip scores are zero-initialised (reference), upsampling kernels start bilinear.
 ``freeze_upsampling`` chooses which stay fixed (``stop_gradient``): 'final' (default: the
@@ -39,12 +46,28 @@ from seg_jax.ops.spatial import crop
 Dtype = Any
 
 FIRST_PADDING = 100
-# (layer, crop offset) of the reference Caffe FCNs.
+# Crop offsets of the reference Caffe FCNs (fc6 7x7).
 CROP_32S = 19
 CROP_POOL4 = 5
 CROP_POOL3 = 9
 CROP_16S = 27
 CROP_8S = 31
+FC6_SIZES = range(4, 8)
+
+
+def crop_offsets(fc6_size: int = 7) -> dict:
+  """Crop offsets for a ``fc6_size`` x ``fc6_size`` fc6 (the reference's for 7).
+
+  Score cell j is centred on pool5 cell j + (k - 1) / 2, so a smaller kernel moves every
+  score cell (7 - k) / 2 pool5 cells earlier: the final crops grow by 16 (7 - k) px and the
+  pool4 / pool3 crops (in their own cells) shrink by 7 - k and 2 (7 - k). Below 4 the
+  pool3 skip would no longer fit the upsampled map.
+  """
+  if fc6_size not in FC6_SIZES:
+    raise ValueError(f"FCN fc6_size must be one of {list(FC6_SIZES)}, got {fc6_size!r}")
+  shift = 7 - fc6_size
+  return {"32s": CROP_32S + 16 * shift, "pool4": CROP_POOL4 - shift, "16s": CROP_16S + 16 * shift,
+          "pool3": CROP_POOL3 - 2 * shift, "8s": CROP_8S + 16 * shift}
 AT_ONCE_SCALES = (0.01, 0.0001)  # pool4, pool3 (reference voc-fcn8s-atonce)
 FREEZE_UPSAMPLING = ("final", "all", "none")
 
@@ -64,6 +87,7 @@ class FCN(nn.Module):
   # FCN-8s "at-once" (reference fcn8s-atonce): pool4/pool3 are scaled by these fixed
   # factors before their score layers, so all skips can be trained together from VGG.
   at_once: bool = False
+  fc6_size: int = 7
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -75,6 +99,7 @@ class FCN(nn.Module):
                        f"{self.freeze_upsampling!r}")
     if x.ndim != 4:
       raise ValueError(f"FCN expects images (N, H, W, C), got shape {x.shape}")
+    crops = crop_offsets(self.fc6_size)
     height, width = x.shape[1:3]
     nc, dtype = self.num_classes, self.dtype
     score_init = (nn.initializers.zeros_init() if self.zero_init_scores
@@ -85,7 +110,8 @@ class FCN(nn.Module):
                          first_padding=FIRST_PADDING, ceil_mode=True)
     hidden = scale_channels(FC_FEATURES, self.width)
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
-    h = nn.relu(Conv(hidden, 7, padding="VALID", dtype=dtype, name="fc6")(feats["pool5"]))
+    fc6 = Conv(hidden, self.fc6_size, padding="VALID", dtype=dtype, name="fc6")
+    h = nn.relu(fc6(feats["pool5"]))
     h = nn.relu(Conv(hidden, 1, dtype=dtype, name="fc7")(dropout(h)))
     score = Conv(nc, 1, dtype=dtype, kernel_init=score_init, name="score_fr")(dropout(h))
 
@@ -96,22 +122,22 @@ class FCN(nn.Module):
 
     if self.variant == "32s":
       up = upsample(score, 32, "upscore", final=True)
-      return crop(up, CROP_32S, (height, width))
+      return crop(up, crops["32s"], (height, width))
 
     up2 = upsample(score, 2, "upscore2")
     pool4 = feats["pool4"] * AT_ONCE_SCALES[0] if self.at_once else feats["pool4"]
     pool4 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool4")(pool4)
-    fuse = up2 + crop(pool4, CROP_POOL4, up2.shape[1:3])
+    fuse = up2 + crop(pool4, crops["pool4"], up2.shape[1:3])
     if self.variant == "16s":
       up = upsample(fuse, 16, "upscore16", final=True)
-      return crop(up, CROP_16S, (height, width))
+      return crop(up, crops["16s"], (height, width))
 
     up4 = upsample(fuse, 2, "upscore_pool4")
     pool3 = feats["pool3"] * AT_ONCE_SCALES[1] if self.at_once else feats["pool3"]
     pool3 = Conv(nc, 1, dtype=dtype, kernel_init=skip_init, name="score_pool3")(pool3)
-    fuse = up4 + crop(pool3, CROP_POOL3, up4.shape[1:3])
+    fuse = up4 + crop(pool3, crops["pool3"], up4.shape[1:3])
     up = upsample(fuse, 8, "upscore8", final=True)
-    return crop(up, CROP_8S, (height, width))
+    return crop(up, crops["8s"], (height, width))
 
 
 def load_pretrained(state, variables, *, source: str, width: float = 1.0,

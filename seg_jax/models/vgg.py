@@ -145,9 +145,9 @@ class VGG(nn.Module):
   ``__call__(x, train, capture)``: with ``capture=None`` returns logits ``(N, num_classes)``
   (torchvision head: adaptive 7x7 average pool, flatten in (H, W, C) order, fc6-fc7-fc8
   with dropout), or ``pool5`` if ``include_top=False``. With ``convolutional_fc`` the head
-  is the same weights as convolutions (fc6 7x7 'VALID', fc7/fc8 1x1; see
-  :func:`convolutionalize`) and returns a dense ``(N, h, w, num_classes)`` score map
-  (needs pool5 >= 7x7, i.e. inputs >= 224). With ``capture=[taps]`` returns
+  is the same weights as convolutions (fc6 ``fc6_size`` x ``fc6_size`` 'VALID', fc7/fc8
+  1x1; see :func:`convolutionalize`) and returns a dense ``(N, h, w, num_classes)`` score
+  map (needs pool5 >= fc6_size, i.e. inputs >= 224 for the default 7). With ``capture=[taps]`` returns
   ``{tap: activation}`` and stops after the deepest requested tap. ``batch_norm`` gives
   the VGG-BN trunk (conv + BN + ReLU, the trunk SegNet and DeconvNet use; names
   ``conv{s}_{i}`` and ``conv{s}_{i}_bn``).
@@ -158,6 +158,7 @@ class VGG(nn.Module):
   include_top: bool = True
   pooling: str = "max"
   convolutional_fc: bool = False
+  fc6_size: int = 7
   dropout_rate: float = 0.5
   batch_norm: bool = False
   bn_axis_name: Optional[str] = None
@@ -183,10 +184,11 @@ class VGG(nn.Module):
     hidden = scale_channels(FC_FEATURES, self.width)
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
     if self.convolutional_fc:
-      if x.shape[1] < 7 or x.shape[2] < 7:
-        raise ValueError(f"convolutional_fc VGG needs pool5 >= 7x7 (inputs >= 224), "
+      k = self.fc6_size
+      if x.shape[1] < k or x.shape[2] < k:
+        raise ValueError(f"convolutional_fc VGG needs pool5 >= {k}x{k} (inputs >= {32 * k}), "
                          f"got pool5 {x.shape[1]}x{x.shape[2]}")
-      x = dropout(nn.relu(Conv(hidden, 7, padding="VALID", dtype=self.dtype, name="fc6")(x)))
+      x = dropout(nn.relu(Conv(hidden, k, padding="VALID", dtype=self.dtype, name="fc6")(x)))
       x = dropout(nn.relu(Conv(hidden, 1, dtype=self.dtype, name="fc7")(x)))
       return Conv(self.num_classes, 1, dtype=self.dtype, name="fc8")(x)
     x = adaptive_avg_pool(x, TORCHVISION_POOL_SIZE).reshape(x.shape[0], -1)
@@ -196,15 +198,33 @@ class VGG(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init, name="fc8")(x)
 
 
-def convolutionalize(params: dict) -> dict:
+def fold_adaptive_pool(kernel, pool5_size: Sequence[int]):
+  """A ``(7, 7, C, F)`` fc6 kernel trained behind the adaptive 7x7 pool of a ``pool5_size``
+  pool5 -> the ``(*pool5_size, C, F)`` kernel that computes the same fc6 on pool5 directly.
+
+  The adaptive pool is linear (``A_h`` x ``A_w``, each bin an average of 1 or 2 cells when
+  pool5 is smaller than 7), so ``K[h, w] = sum_ij A_h[i, h] A_w[j, w] W[i, j]`` exactly.
+  """
+  mh = _adaptive_pool_matrix(int(pool5_size[0]), TORCHVISION_POOL_SIZE[0])
+  mw = _adaptive_pool_matrix(int(pool5_size[1]), TORCHVISION_POOL_SIZE[1])
+  folded = np.einsum("ih,jw,ijcf->hwcf", mh.astype(np.float64), mw.astype(np.float64),
+                     np.asarray(kernel, np.float64))
+  return folded.astype(np.asarray(kernel).dtype)
+
+
+def convolutionalize(params: dict, pool5_size: Sequence[int] = TORCHVISION_POOL_SIZE) -> dict:
   """Classifier params -> params of the same VGG with ``convolutional_fc=True``.
 
   "Regular CNN to FCN": fc6's ``(7*7*C, F)`` dense kernel (rows in our (H, W, C) flatten
   order) becomes a ``(7, 7, C, F)`` convolution, fc7/fc8 become 1x1 convolutions. Already
-  convolutional kernels pass through. Accepts ``variables`` or ``variables['params']``.
+  convolutional kernels pass through. ``pool5_size``: the pool5 grid the classifier was
+  trained on (inputs / 32). 7x7 (224 px, ImageNet) makes the adaptive pool the identity;
+  another size folds the pool into fc6 (:func:`fold_adaptive_pool`), so the conv net
+  computes exactly the classifier's fc6 on every window of the classifier's input size.
+  Accepts ``variables`` or ``variables['params']``.
   """
   if "params" in params:
-    return {**params, "params": convolutionalize(params["params"])}
+    return {**params, "params": convolutionalize(params["params"], pool5_size)}
   out = dict(params)
   for name, spatial in (("fc6", TORCHVISION_POOL_SIZE), ("fc7", (1, 1)), ("fc8", (1, 1))):
     if name not in params:
@@ -216,6 +236,8 @@ def convolutionalize(params: dict) -> dict:
     cells = spatial[0] * spatial[1]
     if rows % cells:
       raise ValueError(f"convolutionalize: {name} kernel rows {rows} not divisible by {cells}")
-    out[name] = {**params[name],
-                 "kernel": jnp.reshape(kernel, (*spatial, rows // cells, cols))}
+    kernel = jnp.reshape(kernel, (*spatial, rows // cells, cols))
+    if name == "fc6" and tuple(pool5_size) != tuple(TORCHVISION_POOL_SIZE):
+      kernel = fold_adaptive_pool(kernel, pool5_size)
+    out[name] = {**params[name], "kernel": kernel}
   return out

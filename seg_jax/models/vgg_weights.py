@@ -256,9 +256,11 @@ def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> d
   """Run-to-run transfer hook for VGG-based models.
 
   A VGG classifier's dense fc6/fc7 become the convolutions the target has
-  ("convolutionalisation", exactly as for ImageNet files), and a BatchNorm trunk going into
-  a model without BatchNorm (VGG-16-BN classifier -> FCN) has its BN folded into the
-  convolutions (:func:`fold_batch_norm`). Into bias-free fc6/fc7 convolutions followed by
+  ("convolutionalisation", exactly as for ImageNet files; a target fc6 of another size than
+  7x7 — the pool5 grid of a classifier trained on smaller images — gets the classifier's
+  adaptive pool folded in, :func:`~seg_jax.models.vgg.fold_adaptive_pool`), and a BatchNorm
+  trunk going into a model without BatchNorm (VGG-16-BN classifier -> FCN) has its BN folded
+  into the convolutions (:func:`fold_batch_norm`). Into bias-free fc6/fc7 convolutions followed by
   BatchNorm (DeconvNet) only the kernels go.
   """
   target_params = target.get("params", {})
@@ -274,7 +276,11 @@ def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> d
            and np.ndim(target_params.get(n, {}).get("kernel")) == 4]
   if not dense:
     return dict(source)
-  converted = convolutionalize({n: params[n] for n in dense})
+  # The target's fc6 kernel is the pool5 grid the classifier was trained on (FCN/DeconvNet
+  # ``fc6_size``): 7x7 for 224 px classifiers; another size folds the adaptive pool in.
+  pool5_size = (np.shape(target_params["fc6"]["kernel"])[:2] if "fc6" in dense
+                else (7, 7))
+  converted = convolutionalize({n: params[n] for n in dense}, pool5_size)
   for n in dense:
     layer = {k: np.asarray(v) for k, v in converted[n].items()}
     if "bias" not in target_params[n]:

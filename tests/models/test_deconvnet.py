@@ -44,6 +44,26 @@ def test_valid_fc_padding_is_the_paper_geometry():
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
 
 
+def test_fc6_size_is_the_paper_geometry_on_the_classifier_grid():
+  """fc6_size=4 with 'VALID': a 128 px image's 4x4 pool5 -> 1x1 -> grown back to 4x4."""
+  model = DeconvNet(num_classes=2, width=WIDTH, fc_padding="VALID", fc6_size=4)
+  out, state = jax.eval_shape(
+      functools.partial(model.init_with_output, mutable=["params", "batch_stats", "intermediates"]),
+      jax.random.key(0), jnp.zeros((1, 128, 160, 3)))
+  assert out.shape == (1, 128, 160, 2)
+  assert state["params"]["fc6"]["kernel"].shape[:2] == (4, 4)
+  assert state["params"]["deconv_fc6"]["kernel"].shape[:2] == (4, 4)
+  assert state["intermediates"]["unpool5_input"][0].shape == (1, 4, 5, 32)
+  with pytest.raises(ValueError, match="pool5 >= 4x4"):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 96, 128, 3)))
+  same = DeconvNet(num_classes=2, width=WIDTH, fc6_size=3)
+  assert jax.eval_shape(same.init_with_output, jax.random.key(0),
+                        jnp.zeros((1, 64, 64, 3)))[0].shape == (1, 64, 64, 2)
+  with pytest.raises(ValueError, match="odd with fc_padding='SAME', got 4"):
+    jax.eval_shape(DeconvNet(num_classes=2, width=WIDTH, fc6_size=4).init, jax.random.key(0),
+                   jnp.zeros((1, 64, 64, 3)))
+
+
 def test_each_unpooling_uses_its_mirrored_encoder_indices(numpy_variables, check_unpool_routing):
   model = DeconvNet(num_classes=3, width=WIDTH)
   x = jax.random.normal(jax.random.key(1), (2, 36, 52, 3))

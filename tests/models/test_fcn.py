@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from seg_jax.models import get_model
-from seg_jax.models.fcn import FCN
+from seg_jax.models.fcn import FCN, crop_offsets
 from seg_jax.ops.upsample import bilinear_kernel
 
 WIDTH = 1 / 16
@@ -31,14 +31,23 @@ def numpy_variables(model, x, seed=0, **kwargs):
   return jax.tree_util.tree_map_with_path(lambda p, l: np.float32(fill(p, l)), shapes)
 
 
+@pytest.mark.parametrize("fc6_size", [7, 4, 5])
 @pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
-@pytest.mark.parametrize("size", [(1, 1), (32, 32), (37, 37), (64, 48), (31, 97)])
-def test_output_has_input_size(variant, size):
-  model = get_model(f"fcn{variant}", num_classes=3, width=WIDTH)
+@pytest.mark.parametrize("size", [(1, 1), (32, 32), (37, 37), (64, 48), (31, 97), (128, 128)])
+def test_output_has_input_size(variant, size, fc6_size):
+  model = get_model(f"fcn{variant}", num_classes=3, width=WIDTH, fc6_size=fc6_size)
   x = jnp.zeros((2, *size, 3))
   out, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
   assert out.shape == (2, *size, 3)
-  assert variables["params"]["fc6"]["kernel"].shape == (7, 7, 32, 256)
+  assert variables["params"]["fc6"]["kernel"].shape == (fc6_size, fc6_size, 32, 256)
+
+
+def test_crop_offsets_are_the_reference_ones_for_a_7x7_fc6():
+  assert crop_offsets(7) == {"32s": 19, "pool4": 5, "16s": 27, "pool3": 9, "8s": 31}
+  assert crop_offsets(4) == {"32s": 67, "pool4": 2, "16s": 75, "pool3": 3, "8s": 79}
+  for bad in (3, 8, 0):
+    with pytest.raises(ValueError, match=f"fc6_size must be one of .*got {bad}"):
+      FCN(num_classes=2, fc6_size=bad).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
 
 def test_reference_initialisation():
@@ -54,8 +63,20 @@ def test_reference_initialisation():
   assert out.shape == (1, 33, 35, 3) and not np.any(out)
 
 
-# (stride, index shift of the scored map relative to the pool, reference crop) per variant.
+# (stride, index shift of the scored map relative to the pool, reference crop) per variant
+# for the reference 7x7 fc6; a k x k fc6 moves the score grid by (7 - k) / 2 pool5 cells.
 GEOMETRY = {"32s": (32, 3, 19), "16s": (16, 5, 27), "8s": (8, 9, 31)}
+
+
+def _geometry(variant, fc6_size):
+  """(stride, index shifts, crop): for 32s the shifts are fc6's middle taps (two if even)."""
+  factor, shift, crop = GEOMETRY[variant]
+  moved = 7 - fc6_size
+  if variant == "32s":
+    shifts = [fc6_size // 2] if fc6_size % 2 else [fc6_size // 2 - 1, fc6_size // 2]
+  else:
+    shifts = [shift - (moved if variant == "16s" else 2 * moved)]
+  return factor, shifts, crop + 16 * moved
 
 
 def _tent(i, factor):
@@ -64,18 +85,22 @@ def _tent(i, factor):
   return np.where(inside, 1 - np.abs(i - (factor - 0.5)) / factor, 0.0)
 
 
+@pytest.mark.parametrize("fc6_size", [7, 4])
 @pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
-def test_skip_alignment_maps_a_delta_to_its_cell(variant):
+def test_skip_alignment_maps_a_delta_to_its_cell(variant, fc6_size):
   """Identity trunk + only one score path: a delta must come back centred on its pool cell.
 
   conv1_1 pads by 100, so with centre-tap identity kernels padded coordinate ``u = y + 99``
   lands in cell ``u // f`` of the stride-``f`` pool. The final map must be the bilinear tent
   centred on that cell's centre in image coordinates, ``f * cell - 99 + (f - 1) / 2``.
+  An even fc6 (4x4) has no centre tap: its two middle taps per axis share the weight, and
+  the map is the mean of the tents they give.
   """
-  factor, shift, crop = GEOMETRY[variant]
-  size = 40
-  model = FCN(num_classes=2, variant=variant, width=WIDTH)
-  positions = [(0, 0), (5, 17), (39, 39), (20, 31), (12, 3)]
+  factor, shifts, crop = _geometry(variant, fc6_size)
+  size = 96
+  model = FCN(num_classes=2, variant=variant, width=WIDTH, fc6_size=fc6_size)
+  positions = [(0, 0), (5, 17), (39, 39), (20, 31), (12, 3), (40, 50), (70, 45), (88, 62),
+               (95, 95)]
   x = np.zeros((len(positions), size, size, 3), np.float32)
   for b, (y, xx) in enumerate(positions):
     x[b, y, xx, 0] = 1.0
@@ -88,7 +113,11 @@ def test_skip_alignment_maps_a_delta_to_its_cell(variant):
           "8s": ("score_pool3",)}[variant]
   for name in path:
     kernel = params[name]["kernel"]
-    kernel[kernel.shape[0] // 2, kernel.shape[1] // 2, 0, 0] = 1.0
+    k = kernel.shape[0]
+    taps = [k // 2] if k % 2 else [k // 2 - 1, k // 2]  # an even kernel: two middle taps
+    for ty in taps:
+      for tx in taps:
+        kernel[ty, tx, 0, 0] = 1.0 / len(taps) ** 2
   final = {"32s": "upscore", "16s": "upscore16", "8s": "upscore8"}[variant]
   params[final]["kernel"] = np.asarray(bilinear_kernel(2 * factor, 2))
   out = np.asarray(jax.jit(model.apply)({"params": params}, x))
@@ -97,15 +126,16 @@ def test_skip_alignment_maps_a_delta_to_its_cell(variant):
   rows, checked = np.arange(size), 0
   for b, (y, xx) in enumerate(positions):
     cell_y, cell_x = (y + 99) // factor, (xx + 99) // factor
-    ky, kx = cell_y - shift, cell_x - shift
-    expected = np.outer(_tent(rows + crop - factor * ky, factor),
-                        _tent(rows + crop - factor * kx, factor))
+    expected = np.mean([np.outer(_tent(rows + crop - factor * (cell_y - sy), factor),
+                                 _tent(rows + crop - factor * (cell_x - sx), factor))
+                        for sy in shifts for sx in shifts], axis=0)
     np.testing.assert_allclose(out[b, ..., 0], expected, atol=1e-6)
     # The peak plateau is centred on the cell (which contains the delta), when in view.
     center_y = factor * cell_y - 99 + (factor - 1) / 2
     center_x = factor * cell_x - 99 + (factor - 1) / 2
     assert abs(center_y - y) <= factor / 2 and abs(center_x - xx) <= factor / 2
-    if max(center_y, center_x) + 0.5 < size:
+    plateau = factor * (len(shifts) - 1) / 2  # two tents a cell apart: flat between them
+    if min(center_y, center_x) - plateau >= 0 and max(center_y, center_x) + plateau + 0.5 < size:
       peak_rows, peak_cols = np.nonzero(np.isclose(out[b, ..., 0], out[b, ..., 0].max()))
       assert (peak_rows.mean(), peak_cols.mean()) == (center_y, center_x)
       checked += 1

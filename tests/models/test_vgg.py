@@ -111,6 +111,39 @@ def test_convolutionalized_classifier_is_a_dense_predictor():
     dense.apply(conv_vars, jnp.zeros((1, 64, 64, 3)))
 
 
+@pytest.mark.parametrize("image, pool5", [((128, 128), (4, 4)), ((96, 160), (3, 5)),
+                                          ((256, 256), (8, 8))])
+def test_convolutionalize_folds_the_adaptive_pool_of_a_small_classifier(image, pool5):
+  """A classifier trained on images smaller (or larger) than 224 px saw its pool5 stretched
+  (averaged) to 7x7: folded into fc6, the conv net computes the same logits on pool5."""
+  classifier = VGG(width=WIDTH, num_classes=5)
+  x = jax.random.normal(jax.random.key(4), (2, *image, 3))
+  variables = numpy_variables(classifier, x)
+  logits = jax.jit(classifier.apply)(variables, x)
+  folded = convolutionalize(variables, pool5)
+  assert folded["params"]["fc6"]["kernel"].shape == (*pool5, 32, 256)
+  # Independent reference of the fold: PyTorch's adaptive bins, summed explicitly.
+  kernel = np.asarray(variables["params"]["fc6"]["kernel"]).reshape(7, 7, 32, 256)
+  expected = np.zeros((*pool5, 32, 256))
+  for i in range(7):
+    rows = range((i * pool5[0]) // 7, -((-(i + 1) * pool5[0]) // 7))
+    for j in range(7):
+      cols = range((j * pool5[1]) // 7, -((-(j + 1) * pool5[1]) // 7))
+      for h in rows:
+        for w in cols:
+          expected[h, w] += kernel[i, j] / (len(rows) * len(cols))
+  np.testing.assert_allclose(folded["params"]["fc6"]["kernel"], expected, rtol=1e-5,
+                             atol=1e-7)
+  if min(pool5) >= 4:
+    dense = VGG(width=WIDTH, num_classes=5, convolutional_fc=True, fc6_size=pool5[0])
+    score_map = jax.jit(dense.apply)(folded, x)
+    assert score_map.shape == (2, 1, 1, 5)
+    np.testing.assert_allclose(score_map[:, 0, 0], logits, rtol=1e-4, atol=1e-4)
+    # Without the fold (the 7x7 reshape) the same network does not give the logits.
+    assert not np.allclose(convolutionalize(variables)["params"]["fc6"]["kernel"][:4, :4],
+                           folded["params"]["fc6"]["kernel"][:4, :4], atol=1e-3)
+
+
 def test_gradients_and_training_reduce_loss():
   model = VGG(width=WIDTH, num_classes=3, dropout_rate=0.0)
   x = jax.random.normal(jax.random.key(3), (4, 32, 32, 3))

@@ -47,9 +47,18 @@ def test_classifier_is_convolutionalised_into_fcn32s(chain):
   source = init_lib.checkpoint_variables(str(chain["cls"][1]))["params"]
   variables = _model_variables(config)
   params, _ = init_lib.load_init_weights(config, variables["params"], {}, verbose=False)
+  # fc6 is 4x4: the classifier's 7x7 dense fc6 with its adaptive pool (4x4 pool5 of a
+  # 128 px image, each of the 7 bins one or two cells) folded in.
   width_in = source["fc6"]["kernel"].shape[0] // 49
-  np.testing.assert_array_equal(params["fc6"]["kernel"],
-                                source["fc6"]["kernel"].reshape(7, 7, width_in, -1))
+  dense = source["fc6"]["kernel"].reshape(7, 7, width_in, -1)
+  bins = [(i * 4) // 7 for i in range(7)], [-((-(i + 1) * 4) // 7) for i in range(7)]
+  pool = np.zeros((7, 4))
+  for i, (start, end) in enumerate(zip(*bins)):
+    pool[i, start:end] = 1 / (end - start)
+  assert params["fc6"]["kernel"].shape == (4, 4, width_in, dense.shape[-1])
+  np.testing.assert_allclose(params["fc6"]["kernel"],
+                             np.einsum("ih,jw,ijcf->hwcf", pool, pool, dense), rtol=1e-5,
+                             atol=1e-7)
   np.testing.assert_array_equal(params["fc7"]["kernel"][0, 0], source["fc7"]["kernel"])
   np.testing.assert_array_equal(params["conv3_2"]["kernel"], source["conv3_2"]["kernel"])
   assert np.all(params["score_fr"]["kernel"] == 7.0)  # fc8 (4 classes) is not a score layer
