@@ -49,3 +49,17 @@ def assert_same_runs():
         np.testing.assert_allclose(reference[key], other[key], atol=1e-5, rtol=1e-5,
                                    err_msg=f"{run} {key}")
   return check
+
+
+@pytest.fixture(scope="session")
+def assert_devices_match(assert_same_runs):
+  """``check(runs, boxes)``: jit and pmap on 4 devices give the 1-device run's arrays, the
+  steps changed the model, and (detectors, ``boxes=True``) evaluation saw real boxes."""
+  def check(runs: dict, boxes: bool = False) -> None:
+    reference = runs["jit_1"]
+    assert np.all(np.diff(reference["__losses"]) != 0)  # the steps really changed the model
+    if boxes:
+      assert reference["__num_gt"].sum() > 0
+    for run in ("jit_4", "pmap_4"):
+      assert_same_runs(reference, runs[run], run)
+  return check

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from experiments.configs import fcn8s_shapes, fcn16s_shapes, fcn32s_shapes, vgg16_shapes_cls
-from seg_jax import models
 from seg_jax.ops import bilinear_kernel
 from seg_jax.training import init_weights as init_lib
 from seg_jax.training import loop

@@ -21,11 +21,8 @@ def device_runs(tmp_path_factory, parallel_worker):
   return parallel_worker(tmp_path_factory, "tiny", ("jit_1", "jit_4", "pmap_4"))
 
 
-def test_four_devices_match_one(device_runs, assert_same_runs):
-  reference = device_runs["jit_1"]
-  assert np.all(np.diff(reference["__losses"]) != 0)  # the steps really changed the model
-  for run in ("jit_4", "pmap_4"):
-    assert_same_runs(reference, device_runs[run], run)
+def test_four_devices_match_one(device_runs, assert_devices_match):
+  assert_devices_match(device_runs)
 
 
 def _free_port() -> int:
