@@ -37,9 +37,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     raise ValueError("deconvnet_shapes: choose one of the options stage1, stage2")
   if "pretrained" in options or "stage1" in options:  # the encoder from the VGG-16-BN classifier
     shapes_base.start_from_bn_classifier(config, runlocal)
-  if options & {"pretrained", "stage1", "stage2"}:
-    # fc6/fc7 at a tenth of the rate, as when the classifier learned them (vgg16_shapes_cls).
-    config.optimizer.lr_multipliers = {"^fc": 0.1}
   if "stage1" in options:  # easy examples: one centred shape per image
     config.data.builder_config = "single64"
   if "stage2" in options:  # the full images, from the whole stage-1 network
