@@ -41,8 +41,11 @@ def time_forward(model, image_size: int, *, batch_size: int = 8, repeats: int = 
 
 
 def run(named_configs: Sequence[tuple[str, object]], num_classes: int, *, batch_size: int = 8,
-        repeats: int = 10) -> list[dict]:
-  """Times each ``(name, config)``; prints a table; returns the rows."""
+        repeats: int = 10, image_size: int = 0) -> list[dict]:
+  """Times each ``(name, config)``; prints a table; returns the rows. ``image_size`` > 0
+  times every model at that size instead of its config's ``data.image_size``."""
+  if image_size < 0:
+    raise ValueError(f"image_size must be >= 0 (0: each config's own), got {image_size}")
   from seg_jax.training import loop  # local: the loop imports the data stack
   for name, config in named_configs:
     if config.task != "semantic":
@@ -54,7 +57,7 @@ def run(named_configs: Sequence[tuple[str, object]], num_classes: int, *, batch_
   rows = []
   for name, config in named_configs:
     model = loop.build_model(config, num_classes)
-    size = int(config.data.image_size)
+    size = int(image_size or config.data.image_size)
     load_before = os.getloadavg()[0]
     seconds = time_forward(model, size, batch_size=batch_size, repeats=repeats)
     load_after = os.getloadavg()[0]

@@ -22,6 +22,15 @@ def test_rows_follow_each_configs_model_and_image_size(capsys):
   assert "| `unet_shapes:runlocal` | 32 |" in out and "| `segnet_shapes:pretrained` | 128 |" in out
 
 
+def test_one_image_size_for_every_config(capsys):
+  named = [("unet_shapes:runlocal", configs.load_config("unet_shapes:runlocal"))]
+  rows = infer_cost.run(named, 5, batch_size=1, repeats=1, image_size=48)
+  assert rows[0]["image_size"] == 48
+  assert "| `unet_shapes:runlocal` | 48 |" in capsys.readouterr().out
+  with pytest.raises(ValueError, match="image_size must be >= 0 .*got -1"):
+    infer_cost.run(named, 5, image_size=-1)
+
+
 def test_detection_configs_are_refused():
   with pytest.raises(ValueError, match="detr_shapes is a 'detection' config"):
     infer_cost.run([("detr_shapes", configs.load_config("detr_shapes"))], 5)
