@@ -53,6 +53,8 @@ CROP_POOL3 = 9
 CROP_16S = 27
 CROP_8S = 31
 FC6_SIZES = range(4, 8)
+AT_ONCE_SCALES = (0.01, 0.0001)  # pool4, pool3 (reference voc-fcn8s-atonce)
+FREEZE_UPSAMPLING = ("final", "all", "none")
 
 
 def crop_offsets(fc6_size: int = 7) -> dict:
@@ -68,8 +70,6 @@ def crop_offsets(fc6_size: int = 7) -> dict:
   shift = 7 - fc6_size
   return {"32s": CROP_32S + 16 * shift, "pool4": CROP_POOL4 - shift, "16s": CROP_16S + 16 * shift,
           "pool3": CROP_POOL3 - 2 * shift, "8s": CROP_8S + 16 * shift}
-AT_ONCE_SCALES = (0.01, 0.0001)  # pool4, pool3 (reference voc-fcn8s-atonce)
-FREEZE_UPSAMPLING = ("final", "all", "none")
 
 
 class FCN(nn.Module):

@@ -28,8 +28,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from seg_jax.layers import scale_channels
-from seg_jax.models.vgg import (FC_FEATURES, STAGE_CHANNELS, STAGE_LAYERS, check_depth,
-                                convolutionalize)
+from seg_jax.models.vgg import (FC_FEATURES, STAGE_CHANNELS, STAGE_LAYERS,
+                                TORCHVISION_POOL_SIZE, check_depth, convolutionalize)
 from seg_jax.weights import read_state_dict
 
 Params = dict[str, Any]
@@ -279,7 +279,7 @@ def adapt_transferred(source: Mapping[str, Any], target: Mapping[str, Any]) -> d
   # The target's fc6 kernel is the pool5 grid the classifier was trained on (FCN/DeconvNet
   # ``fc6_size``): 7x7 for 224 px classifiers; another size folds the adaptive pool in.
   pool5_size = (np.shape(target_params["fc6"]["kernel"])[:2] if "fc6" in dense
-                else (7, 7))
+                else TORCHVISION_POOL_SIZE)
   converted = convolutionalize({n: params[n] for n in dense}, pool5_size)
   for n in dense:
     layer = {k: np.asarray(v) for k, v in converted[n].items()}

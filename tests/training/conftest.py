@@ -2,8 +2,8 @@
 pytest-xdist's ``--dist=loadscope`` runs their trainings on different workers)."""
 
 import os
-import sys
 import subprocess
+import sys
 
 import numpy as np
 import pytest

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import fcn8s_shapes, fcn16s_shapes, fcn32s_shapes, vgg16_shapes_cls
+from seg_jax.models.vgg import fold_adaptive_pool
 from seg_jax.ops import bilinear_kernel
 from seg_jax.training import init_weights as init_lib
 from seg_jax.training import loop
@@ -47,17 +48,12 @@ def test_classifier_is_convolutionalised_into_fcn32s(chain):
   variables = _model_variables(config)
   params, _ = init_lib.load_init_weights(config, variables["params"], {}, verbose=False)
   # fc6 is 4x4: the classifier's 7x7 dense fc6 with its adaptive pool (4x4 pool5 of a
-  # 128 px image, each of the 7 bins one or two cells) folded in.
+  # 128 px image) folded in (the fold itself: tests/models/test_vgg.py, against PyTorch's bins).
   width_in = source["fc6"]["kernel"].shape[0] // 49
   dense = source["fc6"]["kernel"].reshape(7, 7, width_in, -1)
-  bins = [(i * 4) // 7 for i in range(7)], [-((-(i + 1) * 4) // 7) for i in range(7)]
-  pool = np.zeros((7, 4))
-  for i, (start, end) in enumerate(zip(*bins)):
-    pool[i, start:end] = 1 / (end - start)
   assert params["fc6"]["kernel"].shape == (4, 4, width_in, dense.shape[-1])
-  np.testing.assert_allclose(params["fc6"]["kernel"],
-                             np.einsum("ih,jw,ijcf->hwcf", pool, pool, dense), rtol=1e-5,
-                             atol=1e-7)
+  np.testing.assert_allclose(params["fc6"]["kernel"], fold_adaptive_pool(dense, (4, 4)),
+                             rtol=1e-5, atol=1e-7)
   np.testing.assert_array_equal(params["fc7"]["kernel"][0, 0], source["fc7"]["kernel"])
   np.testing.assert_array_equal(params["conv3_2"]["kernel"], source["conv3_2"]["kernel"])
   assert np.all(params["score_fr"]["kernel"] == 7.0)  # fc8 (4 classes) is not a score layer
