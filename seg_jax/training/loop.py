@@ -235,6 +235,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """
   sharding.maybe_initialize_distributed(config)  # before jax.process_index() is read
   is_main = jax.process_index() == 0
+  workdir_lib.check_not_file(workdir)
+  # The initial state (with ``init_weights`` loaded and checked against the model) is built
+  # before the workdir is touched: a run refused here leaves nothing behind.
+  setup = _Setup(config)
+  train_iter = setup.dataset(config.data.train_split, train=True)
+  first = next(train_iter)
+  state = setup.init_state(first)
+  train_iter = itertools.chain([first], train_iter)
   workdir = workdir_lib.prepare(workdir) if is_main else os.path.abspath(workdir)
   # Process 0 locks; the other processes of a multi-process run share the directory.
   lock = workdir_lib.WorkdirLock(workdir).acquire() if is_main else None
@@ -243,13 +251,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if is_main:
       for name in workdir_lib.clean_temporary_checkpoints(directory):
         logging.warning("removed unfinished checkpoint %s", name)
-    setup = _Setup(config)
     _write_config(config, workdir)
     checkpointer = checkpoint_lib.Checkpointer(
         directory, save_every=config.checkpoint_every, keep=config.keep_checkpoints)
     stop = checkpoint_lib.StopSignal()
     try:
-      scores = _train(setup, config, workdir, checkpointer, stop)
+      scores = _train(setup, config, workdir, checkpointer, stop, state, train_iter)
     finally:
       stop.restore_handlers()
       checkpointer.close()
@@ -270,12 +277,11 @@ def _plot_curves(workdir: str) -> None:
     logging.warning("no curves.png: %s", error)
 
 
-def _train(setup: _Setup, config, workdir: str, checkpointer, stop) -> dict[str, Any]:
+def _train(setup: _Setup, config, workdir: str, checkpointer, stop, state,
+           train_iter) -> dict[str, Any]:
+  """Resumes ``state`` (the initial state) from the newest readable checkpoint if any, then
+  trains; ``train_iter`` starts at step 0's batch."""
   num_steps = int(config.num_train_steps)
-  train_iter = setup.dataset(config.data.train_split, train=True)
-  first = next(train_iter)
-  state = setup.init_state(first)
-  train_iter = itertools.chain([first], train_iter)
   is_main = jax.process_index() == 0
   start, state = checkpointer.restore_latest_readable(
       setup.runner.checkpointable(state),

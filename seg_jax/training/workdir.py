@@ -30,11 +30,17 @@ class WorkdirLockedError(WorkdirError):
   """Another run holds the workdir lock."""
 
 
-def prepare(workdir: str) -> str:
-  """Creates ``workdir`` if needed and checks it is a writable directory; returns its abspath."""
+def check_not_file(workdir: str) -> None:
+  """Refuses a ``workdir`` that exists and is not a directory (creates nothing)."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f"workdir {workdir} is a file, not a directory")
+
+
+def prepare(workdir: str) -> str:
+  """Creates ``workdir`` if needed and checks it is a writable directory; returns its abspath."""
+  check_not_file(workdir)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as error:

@@ -97,6 +97,24 @@ def test_a_run_of_another_width_is_refused_naming_a_layer(chain):
     init_lib.load_init_weights(config, variables["params"], {})
 
 
+def test_a_refused_run_leaves_nothing_in_its_workdir(chain, tmp_path):
+  config = fcn16s_shapes.get_config("runlocal")
+  config.init_weights = str(chain["32s"][1])
+  config.model.width = 0.25
+  config.num_overlays = 0
+  workdir = tmp_path / "fcn16s_wide"
+  with pytest.raises(ValueError, match=r"conv1_1/bias has shape \(8,\) in the run"):
+    loop.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+  # An existing run's directory is left as it was (no config.json written over its own).
+  before = sorted(p.name for p in chain["32s"][1].iterdir())
+  config_text = (chain["32s"][1] / "config.json").read_text()
+  with pytest.raises(ValueError, match="conv1_1/bias has shape"):
+    loop.train_and_evaluate(config, str(chain["32s"][1]))
+  assert sorted(p.name for p in chain["32s"][1].iterdir()) == before
+  assert (chain["32s"][1] / "config.json").read_text() == config_text
+
+
 def test_missing_previous_stage_names_the_directory(tmp_path):
   config = fcn16s_shapes.get_config("runlocal")
   config.init_weights = str(tmp_path / "no_fcn32s_run")
