@@ -130,6 +130,8 @@ def test_inference_shapes_and_train_steps_reduce_loss(fast_compile):
                             "loss_mask"}
       assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
       assert float(optax.global_norm(grads)) > 0
+      # the RoIAlign-pooled features reach the loss (the other RoI ops: the test below)
+      assert float(jnp.abs(grads["box_head"]["fc6"]["kernel"]).sum()) > 0
     losses.append(float(loss))
   assert np.all(np.isfinite(losses))
   assert losses[-1] < losses[0], losses
@@ -141,8 +143,9 @@ def test_rejects_bad_image_size():
     jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 48, 40, 3))))
 
 
-@pytest.mark.parametrize("roi_op,with_mask", [("align", True), ("align_legacy", True),
-                                              ("pool", True), ("align", False)])
+# RoIAlign with the mask head (the default) is trained by the test above.
+@pytest.mark.parametrize("roi_op,with_mask", [("align_legacy", True), ("pool", True),
+                                              ("align", False)])
 def test_roi_op_traces_and_trains_a_step(roi_op, with_mask, fast_compile):
   model = get_model("mask_rcnn", **TINY, roi_op=roi_op, with_mask=with_mask)
   batch = _batch()
