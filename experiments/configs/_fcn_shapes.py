@@ -32,20 +32,23 @@ def fcn_shapes_config(variant: str, arg=None) -> ml_collections.ConfigDict:
       "name": f"fcn{variant}", "width": 0.125, "dropout_rate": 0.0, "freeze_upsampling": "all",
       "at_once": "atonce" in options, "fc6_size": 4})
   config.optimizer.name = "adam"
-  # 1e-3: FCN-8s from the same FCN-16s run reached 0.751 mean IU after 1000 steps, 0.703 at 3e-4.
-  config.optimizer.learning_rate = 1e-3
+  # 2e-3: FCN-8s from the same FCN-16s run reached 0.838 mean IU after 2000 steps, 0.827 at
+  # 1e-3 (and at 1e-3 0.751 after 1000 steps against 0.703 at 3e-4).
+  config.optimizer.learning_rate = 2e-3
   # Every upsampling layer stays the bilinear kernel it starts as (the reference's lr_mult 0).
   config.optimizer.lr_multipliers = {"^upscore": 0.0}
   config.data.builder_config = "128"
   config.data.image_size = 128
   config.data.augmentation.scale_range = (1.0, 1.0)
   config.batch_size = 8
-  config.num_train_steps = 1000
+  # 2000 steps (2 epochs of the 8000 images): FCN-16s reached 0.773 mean IU against 0.737
+  # after 1000, and FCN-8s from it 0.827 against 0.815 from the 1000-step FCN-16s.
+  config.num_train_steps = 2000
   config.eval_every = 500
-  config.checkpoint_every = 500
-  if variant == "8s":  # the last stage twice as long: 0.815 mean IU against 0.791 after 1000 steps
-    config.num_train_steps = 2000
-    config.checkpoint_every = 1000
+  config.checkpoint_every = 1000
+  if variant == "8s":  # the last stage longer, still within 20 minutes on two CPU cores
+    config.num_train_steps = 2500
+    config.checkpoint_every = 500
   previous = "vgg16_bn_shapes_cls" if "atonce" in options else PREVIOUS[variant]
   config.init_weights = shapes_base.run_dir(previous, "runlocal" in options)
   return shapes_base.finish(config, "runlocal" if "runlocal" in options else None)

@@ -30,8 +30,9 @@ def run(tmp_path_factory):
   config.data.image_size = CANVAS  # eval pads every 32 px image to 48 px
   config.model.with_masks = True
   model = loop.build_model(config, 5)
-  variables = jax.device_get(detection.init_variables(
-      model, jax.random.key(1), {"image": np.zeros((1, CANVAS, CANVAS, 3), np.float32)}))
+  init = jax.jit(lambda key, batch: detection.init_variables(model, key, batch))
+  variables = jax.device_get(init(jax.random.key(1),
+                                  {"image": np.zeros((1, CANVAS, CANVAS, 3), np.float32)}))
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
   checkpointer.save(3, {"step": np.int32(3), **variables}, force=True)
   checkpointer.close()
