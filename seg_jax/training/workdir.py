@@ -30,16 +30,27 @@ class WorkdirLockedError(WorkdirError):
   """Another run holds the workdir lock."""
 
 
-def check_not_file(workdir: str) -> None:
-  """Refuses a ``workdir`` that exists and is not a directory (creates nothing)."""
+def check_usable(workdir: str) -> None:
+  """Refuses, creating nothing, a ``workdir`` that :func:`prepare` could not create or use:
+  a file, or one under a file or a directory this process cannot write."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f"workdir {workdir} is a file, not a directory")
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if existing != workdir:
+    if not os.path.isdir(existing):
+      raise WorkdirError(f"cannot create workdir {workdir} ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+      raise WorkdirError(f"cannot create workdir {workdir} ({existing} is not writable)")
+  elif not os.access(workdir, os.W_OK | os.X_OK):
+    raise WorkdirError(f"workdir {workdir} is not writable")
 
 
 def prepare(workdir: str) -> str:
   """Creates ``workdir`` if needed and checks it is a writable directory; returns its abspath."""
-  check_not_file(workdir)
+  check_usable(workdir)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)

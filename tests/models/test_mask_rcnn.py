@@ -151,7 +151,8 @@ def test_roi_op_traces_and_trains_a_step(roi_op, with_mask, fast_compile):
   batch = _batch()
   config = base_config(task="instance")  # every loss weight 1, smooth-L1 beta 1/9
   config.model.update({"num_classes": 4, "with_mask": with_mask})
-  variables = model.init(jax.random.key(0), jnp.asarray(batch["image"][:1]), train=False)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), jnp.asarray(batch["image"][:1]))
   assert ("mask_head" in variables["params"]) == with_mask
   out = jax.eval_shape(functools.partial(instance.predict, model, config=config), variables,
                        batch)

@@ -200,6 +200,10 @@ def test_bad_workdirs(tmp_path):
   a_file.write_text("x")
   with pytest.raises(workdir_lib.WorkdirError, match=f"workdir {a_file} is a file"):
     loop.train_and_evaluate(tiny_config(), str(a_file))
+  under = a_file / "run" / "sub"
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=f"cannot create workdir {under} \\({a_file} is a file\\)"):
+    loop.train_and_evaluate(tiny_config(), str(under))
   if os.geteuid() != 0:  # root may write anywhere
     read_only = tmp_path / "ro"
     read_only.mkdir(mode=0o500)
