@@ -148,9 +148,9 @@ class VGG(nn.Module):
   is the same weights as convolutions (fc6 ``fc6_size`` x ``fc6_size`` 'VALID', fc7/fc8
   1x1; see :func:`convolutionalize`) and returns a dense ``(N, h, w, num_classes)`` score
   map (needs pool5 >= fc6_size, i.e. inputs >= 224 for the default 7). With
-  ``capture=[taps]`` returns ``{tap: activation}`` and stops after the deepest requested tap. ``batch_norm`` gives
-  the VGG-BN trunk (conv + BN + ReLU, the trunk SegNet and DeconvNet use; names
-  ``conv{s}_{i}`` and ``conv{s}_{i}_bn``).
+  ``capture=[taps]`` returns ``{tap: activation}`` and stops after the deepest requested
+  tap. ``batch_norm`` gives the VGG-BN trunk (conv + BN + ReLU, the trunk SegNet and
+  DeconvNet use; names ``conv{s}_{i}`` and ``conv{s}_{i}_bn``).
   """
   depth: int = 16
   width: float = 1.0

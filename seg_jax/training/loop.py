@@ -235,7 +235,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """
   sharding.maybe_initialize_distributed(config)  # before jax.process_index() is read
   is_main = jax.process_index() == 0
-  workdir_lib.check_usable(workdir)
+  if is_main:  # as prepare() below: the other processes share process 0's directory
+    workdir_lib.check_usable(workdir)
   # The initial state (with ``init_weights`` loaded and checked against the model) is built
   # before the workdir is touched: a run refused here leaves nothing behind.
   setup = _Setup(config)
