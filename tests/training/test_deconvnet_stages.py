@@ -27,9 +27,11 @@ def _run(config, workdir, init=None):
 
 def test_recipe_fields():
   stage1, stage2 = deconvnet_shapes.get_config("stage1"), deconvnet_shapes.get_config("stage2")
-  assert stage1.data.builder_config == "single64"
+  assert stage1.data.builder_config == "single128"
   assert stage1.init_weights.endswith("vgg16_bn_shapes_cls")
-  assert stage2.data.builder_config in (None, "64")
+  assert stage2.data.builder_config == "128"
+  assert stage1.data.image_size == stage2.data.image_size == 128
+  assert stage1.model.fc6_size == stage2.model.fc6_size == 3
   assert stage2.init_weights.endswith("deconvnet_shapes_stage1")
   assert stage1.model.width == stage2.model.width == 0.125
   with pytest.raises(ValueError, match="choose one of the options stage1, stage2"):
