@@ -7,14 +7,16 @@ weights and trains in two stages, which the options below do. (From scratch, a l
 rate of 1e-3 instead of 3e-3 stayed at the background level, 0.176, for all 2400 steps.)
 Run: ``python -m experiments.train --config=deconvnet_shapes --workdir=/tmp/deconvnet_shapes``.
 
-Options (``arg``): ``pretrained`` (width 1/8, the encoder and fc6/fc7 from
-``vgg16_bn_shapes_cls``, on the 128 px images: pool5 is 4x4 there, and fc6 is 3x3 'SAME'
-with the classifier's adaptive pool folded in); the paper's two-stage training, also at
-128 px: ``stage1`` = ``pretrained`` on easy examples (``single128``: one shape near the
-centre of each image, the paper's object-centred crops), then ``stage2`` = the full
-images, every layer initialised from the ``stage1`` run (its default workdir);
-``runlocal``. (On the 64 px images, pool5 2x2, the same two stages reached only 0.630 mean
-IU after 12000 steps of stage 2: a 32 px pool5 cell holds a whole 12-28 px shape; README.)
+Options (``arg``), all width 1/8 on the 128 px images (shapes of 24-56 px, the classifier's
+scale; pool5 is 4x4 there and fc6 3x3 'SAME', the classifier's adaptive pool folded in):
+``pretrained`` = stage 1: the encoder and fc6/fc7 from ``vgg16_bn_shapes_cls``, all images,
+6000 steps; ``stage2`` = every layer from the ``pretrained`` run (its default workdir) for
+another 8000 steps; ``easy`` = the paper's first stage instead, on easy examples
+(``single128``: one shape near the centre of each image, the paper's object-centred crops),
+from which ``stage2 --config.init_weights=<its run>`` continues; ``runlocal``. On these
+images the easy stage stayed at the background level (README), so ``stage2`` starts from
+the full-image stage. (On the 64 px images, pool5 2x2, the easy stage then stage 2 reached
+only 0.630 mean IU after 12000 steps: a 32 px pool5 cell holds a whole 12-28 px shape.)
 """
 
 import ml_collections
@@ -34,10 +36,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.eval_every = 800
   config.checkpoint_every = 800
   runlocal = "runlocal" in options
-  stages = options & {"stage1", "stage2"}
+  stages = options & {"pretrained", "easy", "stage2"}
   if len(stages) > 1:
-    raise ValueError("deconvnet_shapes: choose one of the options stage1, stage2")
-  if options & {"pretrained", "stage1", "stage2"}:
+    raise ValueError("deconvnet_shapes: choose one of the options pretrained, easy, stage2")
+  if stages:
     # 128 px images (shapes of 24-56 px, the classifier's scale): a 4x4 pool5, fc6 3x3.
     config.data.builder_config = "128"
     config.data.image_size = 128
@@ -45,17 +47,17 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.num_train_steps = 6000
     config.eval_every = 1500
     config.checkpoint_every = 1500
-  if "pretrained" in options or "stage1" in options:  # the encoder from the VGG-16-BN classifier
+  if "pretrained" in options or "easy" in options:  # the encoder from the VGG-16-BN classifier
     shapes_base.start_from_bn_classifier(config, runlocal)
-  if "stage1" in options:  # easy examples: one centred shape per image
+  if "easy" in options:  # easy examples: one centred shape per image
     config.data.builder_config = "single128"
     config.num_train_steps = 3000
     config.eval_every = 1000
     config.checkpoint_every = 1000
-  if "stage2" in options:  # the full images, from the whole stage-1 network
+  if "stage2" in options:  # every layer from the stage-1 network, for another 8000 steps
     config.model.width = 0.125
     config.num_train_steps = 8000
     config.eval_every = 2000
     config.checkpoint_every = 2000
-    config.init_weights = shapes_base.run_dir("deconvnet_shapes_stage1", runlocal)
-  return shapes_base.finish(config, ",".join(sorted(options - {"pretrained", "stage1", "stage2"})))
+    config.init_weights = shapes_base.run_dir("deconvnet_shapes_pretrained", runlocal)
+  return shapes_base.finish(config, ",".join(sorted(options - stages)))

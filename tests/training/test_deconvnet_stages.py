@@ -1,6 +1,7 @@
-"""DeconvNet's two-stage recipe on shapes at smoke size: stage 1 (easy, centred examples)
-starts its encoder from the VGG-16-BN classifier run, stage 2 (full images) starts every
-layer — decoder and BatchNorm statistics included — from the stage-1 run."""
+"""DeconvNet's two-stage recipe on shapes at smoke size: stage 1 (``pretrained``) starts its
+encoder and fc6/fc7 from the VGG-16-BN classifier run, stage 2 starts every layer — decoder
+and BatchNorm statistics included — from the stage-1 run; ``easy`` is the paper's first stage
+on centred single shapes."""
 
 import jax
 import jax.numpy as jnp
@@ -26,21 +27,22 @@ def _run(config, workdir, init=None):
 
 
 def test_recipe_fields():
-  stage1, stage2 = deconvnet_shapes.get_config("stage1"), deconvnet_shapes.get_config("stage2")
-  assert stage1.data.builder_config == "single128"
+  stage1, easy, stage2 = (deconvnet_shapes.get_config(a) for a in ("pretrained", "easy", "stage2"))
+  assert stage1.data.builder_config == stage2.data.builder_config == "128"
+  assert easy.data.builder_config == "single128"
+  assert stage1.init_weights == easy.init_weights
   assert stage1.init_weights.endswith("vgg16_bn_shapes_cls")
-  assert stage2.data.builder_config == "128"
-  assert stage1.data.image_size == stage2.data.image_size == 128
-  assert stage1.model.fc6_size == stage2.model.fc6_size == 3
-  assert stage2.init_weights.endswith("deconvnet_shapes_stage1")
-  assert stage1.model.width == stage2.model.width == 0.125
-  with pytest.raises(ValueError, match="choose one of the options stage1, stage2"):
-    deconvnet_shapes.get_config("stage1,stage2")
+  assert stage2.init_weights.endswith("deconvnet_shapes_pretrained")
+  for config in (stage1, easy, stage2):
+    assert config.data.image_size == 128 and config.model.fc6_size == 3
+    assert config.model.width == 0.125
+  with pytest.raises(ValueError, match="choose one of the options pretrained, easy, stage2"):
+    deconvnet_shapes.get_config("easy,stage2")
 
 
 def test_stage2_starts_from_the_whole_stage1_network(tmp_path):
   # (Stage 1's start from the classifier: the ``pretrained`` path, tests/test_weights.py.)
-  stage1 = _run(deconvnet_shapes.get_config("stage1,runlocal"), tmp_path / "s1", init="")
+  stage1 = _run(deconvnet_shapes.get_config("pretrained,runlocal"), tmp_path / "s1", init="")
   config = deconvnet_shapes.get_config("stage2,runlocal")
   config.init_weights = str(tmp_path / "s1")
   model = loop.build_model(config, 5)
