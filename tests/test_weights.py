@@ -386,3 +386,26 @@ def test_bn_classifier_fc_layers_go_into_deconvnet_without_bias():
                                 source["params"]["fc7"]["kernel"])
   assert {"params/fc6/kernel", "params/fc7/kernel"} <= set(report["copied"])
   assert not [n for n in report["unused"] if n.split("/")[1] in ("fc6", "fc7")]
+
+
+def test_bn_classifier_fc6_folds_into_deconvnet_3x3_fc6_exactly():
+  """``deconvnet_shapes`` (fc6_size=3): the classifier's adaptive pool folds into a 3x3 fc6, which
+  on a 3x3 pool5 (a 96 px image) computes the classifier's fc6 pre-activation, bias aside (BN's
+  mean subtraction cancels it)."""
+  from seg_jax.models.deconvnet import DeconvNet
+  classifier = VGG(width=BN_WIDTH, batch_norm=True, num_classes=4, dropout_rate=0.0)
+  x = np.random.default_rng(7).normal(size=(2, 96, 96, 3)).astype(np.float32)
+  source = jax.tree.map(np.asarray, dict(classifier.init(jax.random.key(4), x)))
+  _, captured = classifier.apply(source, x, capture_intermediates=True)
+  conv5 = np.maximum(np.asarray(captured["intermediates"]["conv5_3_bn"]["__call__"][0]), 0)
+  n, h, w, c = conv5.shape
+  pool5 = conv5.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))  # independent 2x2 max-pool
+  assert pool5.shape[1:3] == (3, 3)
+  fc6 = np.asarray(captured["intermediates"]["fc6"]["__call__"][0]) - source["params"]["fc6"]["bias"]
+  shapes = jax.eval_shape(DeconvNet(width=BN_WIDTH, num_classes=5, fc6_size=3).init,
+                          jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  target = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
+  adapted = models.adapt_transferred("deconvnet", source, target)
+  kernel = adapted["params"]["fc6"]["kernel"]
+  assert kernel.shape == target["params"]["fc6"]["kernel"].shape == (3, 3, c, fc6.shape[-1])
+  np.testing.assert_allclose(np.einsum("nhwc,hwcf->nf", pool5, kernel), fc6, rtol=1e-4, atol=1e-4)
