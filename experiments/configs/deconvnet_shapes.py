@@ -40,7 +40,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if len(stages) > 1:
     raise ValueError("deconvnet_shapes: choose one of the options pretrained, easy, stage2")
   if stages:
-    # 128 px images (shapes of 24-56 px, the classifier's scale): a 4x4 pool5, fc6 3x3.
+    # 128 px images (shapes of 24-56 px, the classifier's scale): a 4x4 pool5, fc6 3x3; the
+    # classifier's width, so that every stage's trunk matches it and the stage before.
+    config.model.width = 0.125
     config.data.builder_config = "128"
     config.data.image_size = 128
     config.model.fc6_size = 3
@@ -55,7 +57,6 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.eval_every = 1000
     config.checkpoint_every = 1000
   if "stage2" in options:  # every layer from the stage-1 network, for another 8000 steps
-    config.model.width = 0.125
     config.num_train_steps = 8000
     config.eval_every = 2000
     config.checkpoint_every = 2000
