@@ -11,7 +11,8 @@ Options (``arg``), all width 1/8 on the 128 px images (shapes of 24-56 px, the c
 scale; pool5 is 4x4 there and fc6 3x3 'SAME', the classifier's adaptive pool folded in):
 ``pretrained`` = stage 1: the encoder and fc6/fc7 from ``vgg16_bn_shapes_cls``, all images,
 6000 steps; ``stage2`` = every layer from the ``pretrained`` run (its default workdir) for
-another 8000 steps; ``easy`` = the paper's first stage instead, on easy examples
+another 8000 steps; ``stage3`` = every layer from the ``stage2`` run, 6000 steps at a third of
+the rate (1e-3); ``easy`` = the paper's first stage instead, on easy examples
 (``single128``: one shape near the centre of each image, the paper's object-centred crops),
 from which ``stage2 --config.init_weights=<its run>`` continues; ``runlocal``. On these
 images the easy stage stayed at the background level (README), so ``stage2`` starts from
@@ -36,9 +37,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.eval_every = 800
   config.checkpoint_every = 800
   runlocal = "runlocal" in options
-  stages = options & {"pretrained", "easy", "stage2"}
+  stages = options & {"pretrained", "easy", "stage2", "stage3"}
   if len(stages) > 1:
-    raise ValueError("deconvnet_shapes: choose one of the options pretrained, easy, stage2")
+    raise ValueError("deconvnet_shapes: choose one of the options pretrained, easy, stage2, "
+                     "stage3")
   if stages:
     # 128 px images (shapes of 24-56 px, the classifier's scale): a 4x4 pool5, fc6 3x3; the
     # classifier's width, so that every stage's trunk matches it and the stage before.
@@ -56,9 +58,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.num_train_steps = 3000
     config.eval_every = 1000
     config.checkpoint_every = 1000
-  if "stage2" in options:  # every layer from the stage-1 network, for another 8000 steps
+  if "stage2" in options or "stage3" in options:  # every layer from the stage before
     config.num_train_steps = 8000
     config.eval_every = 2000
     config.checkpoint_every = 2000
-    config.init_weights = shapes_base.run_dir("deconvnet_shapes_pretrained", runlocal)
+    previous = "deconvnet_shapes_pretrained" if "stage2" in options else "deconvnet_shapes_stage2"
+    config.init_weights = shapes_base.run_dir(previous, runlocal)
+  if "stage3" in options:  # a third of the rate: stage 3 refines, where stage 2 restarts at 3e-3
+    config.optimizer.learning_rate = 1e-3
+    config.num_train_steps = 6000
+    config.eval_every = 1500
+    config.checkpoint_every = 1500
   return shapes_base.finish(config, ",".join(sorted(options - stages)))

@@ -27,17 +27,24 @@ def _run(config, workdir, init=None):
 
 
 def test_recipe_fields():
-  stage1, easy, stage2 = (deconvnet_shapes.get_config(a) for a in ("pretrained", "easy", "stage2"))
+  stage1, easy, stage2, stage3 = (deconvnet_shapes.get_config(a)
+                                  for a in ("pretrained", "easy", "stage2", "stage3"))
   assert stage1.data.builder_config == stage2.data.builder_config == "128"
+  assert stage3.data.builder_config == "128"
   assert easy.data.builder_config == "single128"
   assert stage1.init_weights == easy.init_weights
   assert stage1.init_weights.endswith("vgg16_bn_shapes_cls")
   assert stage2.init_weights.endswith("deconvnet_shapes_pretrained")
-  for config in (stage1, easy, stage2):
+  assert stage3.init_weights.endswith("deconvnet_shapes_stage2")
+  assert stage2.optimizer.learning_rate == 3e-3 and stage3.optimizer.learning_rate == 1e-3
+  assert stage2.num_train_steps == 8000 and stage3.num_train_steps == 6000
+  for config in (stage1, easy, stage2, stage3):
     assert config.data.image_size == 128 and config.model.fc6_size == 3
     assert config.model.width == 0.125
   with pytest.raises(ValueError, match="choose one of the options pretrained, easy, stage2"):
     deconvnet_shapes.get_config("easy,stage2")
+  with pytest.raises(ValueError, match="choose one of the options"):
+    deconvnet_shapes.get_config("stage2,stage3")
 
 
 def test_stage2_starts_from_the_whole_stage1_network(tmp_path):
