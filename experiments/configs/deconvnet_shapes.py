@@ -58,15 +58,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.num_train_steps = 3000
     config.eval_every = 1000
     config.checkpoint_every = 1000
-  if "stage2" in options or "stage3" in options:  # every layer from the stage before
+  if "stage2" in options:  # every layer from the stage-1 network, for another 8000 steps
     config.num_train_steps = 8000
     config.eval_every = 2000
     config.checkpoint_every = 2000
-    previous = "deconvnet_shapes_pretrained" if "stage2" in options else "deconvnet_shapes_stage2"
-    config.init_weights = shapes_base.run_dir(previous, runlocal)
-  if "stage3" in options:  # a third of the rate: stage 3 refines, where stage 2 restarts at 3e-3
+    config.init_weights = shapes_base.run_dir("deconvnet_shapes_pretrained", runlocal)
+  if "stage3" in options:  # every layer from stage 2, the staged 6000 steps at a third of the rate
     config.optimizer.learning_rate = 1e-3
-    config.num_train_steps = 6000
-    config.eval_every = 1500
-    config.checkpoint_every = 1500
+    config.init_weights = shapes_base.run_dir("deconvnet_shapes_stage2", runlocal)
   return shapes_base.finish(config, ",".join(sorted(options - stages)))
